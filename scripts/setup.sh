@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what kpalloc's build, demo and tests need, when it is missing.
+# Sourced by scripts/demo.sh and scripts/test.sh; safe to run again.
+set -euo pipefail
+
+need_apt=()
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v gcc >/dev/null || need_apt+=(gcc)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
+[ -f /usr/include/cmocka.h ] || need_apt+=(libcmocka-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  # rustup installs into ~/.cargo/bin.
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! rustup target list --installed | grep -qx x86_64-unknown-none; then
+  echo "setup: adding the x86_64-unknown-none target"
+  rustup target add x86_64-unknown-none
+fi

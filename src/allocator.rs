@@ -1,0 +1,593 @@
+//! The allocator: an instance with no global state, safe code over the
+//! regions' metadata. The C ABI's global and the Rust page types use one.
+
+#![deny(unsafe_code)]
+
+use core::ffi::CStr;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use spin::Mutex;
+use x86_64::PhysAddr;
+
+use crate::message::Message;
+use crate::region::{Region, RegionLayout, RegionTable, Slot, MAX_BLOCK_PAGES};
+use crate::status::PageStatus;
+use crate::sync::{LockToken, Published};
+use crate::types::{AllocFlags, Pfn, Pool, KPALLOC_PAGE_SIZE};
+
+/// First frame at or above 4 GiB: `PAGE_ALLOC_DMA32` blocks end below it.
+const DMA32_LIMIT: Pfn = Pfn::containing(1 << 32);
+
+/// What the allocator calls out to. Every method has a do-nothing default.
+pub trait Hooks: Sync {
+    /// Masks interrupts and returns what `irq_restore` needs to undo it;
+    /// called before the allocator's lock is taken.
+    fn irq_save(&self) -> u64 {
+        0
+    }
+    /// Undoes the matching `irq_save`, after the lock is released.
+    fn irq_restore(&self, _saved: u64) {}
+    /// Stops the kernel (a failed `PAGE_ALLOC_ASSERT` allocation). Never
+    /// called with the lock held.
+    fn panic(&self, _message: &CStr) -> ! {
+        crate::raw::halt()
+    }
+    /// Told about every refused call, once, with its status and the address
+    /// the caller passed (0 where there was none). Never called with the
+    /// lock held.
+    fn on_misuse(&self, _status: PageStatus, _addr: usize) {}
+}
+
+/// Hooks for a host or a kernel without interrupts: all defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHooks;
+impl Hooks for NoHooks {}
+
+/// Counters of one allocator, all in pages unless named otherwise.
+///
+/// `free_pages = total_pages - metadata_pages - used_pages` always holds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageStats {
+    /// Every page of every region, metadata included.
+    pub total_pages: u64,
+    /// Pages that can be allocated now.
+    pub free_pages: u64,
+    /// Pages in allocated blocks.
+    pub used_pages: u64,
+    /// Pages holding the regions' metadata.
+    pub metadata_pages: u64,
+    /// Regions added.
+    pub regions: u64,
+    /// Longest run of free pages in one region.
+    pub largest_free_run: u64,
+    /// The most pages ever in use at once.
+    pub high_water_pages: u64,
+    /// Allocations refused for lack of memory (`PAGE_ENOMEM`).
+    pub failed_allocs: u64,
+    /// Calls refused as misuse (each also reported through `on_misuse`).
+    pub misuse_reports: u64,
+    /// Bytes of metadata actually used (bitmaps, summaries, counts, headers),
+    /// for the metadata cost per page: `metadata_bytes / total_pages`.
+    pub metadata_bytes: u64,
+    /// Free pages of the user pool (included in `free_pages`).
+    pub user_free_pages: u64,
+}
+
+/// Settings fixed when an allocator is made.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// Kernel virtual address = physical address + `phys_offset`.
+    pub phys_offset: u64,
+}
+
+/// The counters the lock guards, and the lock's identity.
+struct Inner {
+    id: u64,
+    total_pages: u64,
+    metadata_pages: u64,
+    metadata_bytes: u64,
+    used_pages: u64,
+    high_water_pages: u64,
+    failed_allocs: u64,
+    regions: u64,
+}
+
+impl LockToken for Inner {
+    fn owner_id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// A page allocator over any number of regions.
+pub struct Allocator<H: Hooks = NoHooks> {
+    config: Config,
+    hooks: H,
+    inner: Mutex<Inner>,
+    /// The current table of regions, readable without the lock.
+    table: Published<RegionTable>,
+    misuse_reports: AtomicU64,
+}
+
+/// Tells allocators apart, so that one's regions never use another's lock.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl<H: Hooks> Allocator<H> {
+    /// An allocator with no regions yet.
+    pub fn new(config: Config, hooks: H) -> Self {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Allocator {
+            config,
+            hooks,
+            inner: Mutex::new(Inner {
+                id,
+                total_pages: 0,
+                metadata_pages: 0,
+                metadata_bytes: 0,
+                used_pages: 0,
+                high_water_pages: 0,
+                failed_allocs: 0,
+                regions: 0,
+            }),
+            table: Published::empty(),
+            misuse_reports: AtomicU64::new(0),
+        }
+    }
+
+    /// The settings it was made with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The hooks it calls.
+    pub fn hooks(&self) -> &H {
+        &self.hooks
+    }
+
+    /// Runs `f` under the lock, with interrupts masked by the hooks.
+    #[inline]
+    fn locked<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let saved = self.hooks.irq_save();
+        let result = f(&mut self.inner.lock());
+        self.hooks.irq_restore(saved);
+        result
+    }
+
+    /// Counts and reports a refused call (misuse only; exhaustion is quiet).
+    pub(crate) fn refuse<T>(&self, status: PageStatus, addr: usize) -> Result<T, PageStatus> {
+        if status.is_misuse() {
+            self.misuse_reports.fetch_add(1, Ordering::Relaxed);
+            self.hooks.on_misuse(status, addr);
+        }
+        Err(status)
+    }
+
+    /// Passes `result` through, reporting it if it is a refusal.
+    #[inline]
+    fn checked<T>(&self, result: Result<T, PageStatus>, addr: usize) -> Result<T, PageStatus> {
+        result.or_else(|status| self.refuse(status, addr))
+    }
+
+    /// The kernel virtual address of physical address `pa`.
+    #[inline]
+    pub fn kva(&self, pa: PhysAddr) -> usize {
+        (pa.as_u64().wrapping_add(self.config.phys_offset)) as usize
+    }
+
+    /// The physical address behind kernel virtual address `kva`, if it
+    /// can be one.
+    #[inline]
+    pub fn pa(&self, kva: usize) -> Option<PhysAddr> {
+        PhysAddr::try_new((kva as u64).checked_sub(self.config.phys_offset)?).ok()
+    }
+
+    /// Hands the pages of `[start, end)` (rounded inward to pages) to the
+    /// allocator, in `pool`. Its metadata is written into its first pages;
+    /// no other page of it is read or written until allocated.
+    ///
+    /// # Safety
+    /// The whole range, at its kernel virtual address (physical +
+    /// `phys_offset`), must be memory that is valid for reads and writes and
+    /// belongs to this allocator for the rest of the program.
+    #[allow(unsafe_code)] // the contract is the caller's; the body is safe code
+    pub unsafe fn add_region(&self, start: PhysAddr, end: PhysAddr, pool: Pool) -> Result<(), PageStatus> {
+        let result = self.locked(|inner| {
+            if end <= start {
+                return Err(PageStatus::EINVAL);
+            }
+            // The kernel virtual range must not wrap around.
+            end.as_u64()
+                .checked_add(self.config.phys_offset)
+                .ok_or(PageStatus::EINVAL)?;
+            let first = Pfn::containing(start.align_up(KPALLOC_PAGE_SIZE as u64).as_u64());
+            let last = Pfn::containing(end.as_u64());
+            if first >= last {
+                return Err(PageStatus::ETOOSMALL);
+            }
+            let old = self.table.load().map_or(&[][..], |table| table.regions);
+            if old.iter().any(|r| r.start < last && first < r.end) {
+                return Err(PageStatus::EOVERLAP);
+            }
+            let layout = RegionLayout::new(first, last, old.len() + 1)?;
+            // SAFETY: the caller vouches for the whole range; the metadata is
+            // its first pages, and no region overlaps it.
+            let table = unsafe {
+                crate::raw::install_region(self.kva(PhysAddr::new(first.pa())), &layout, pool, inner.id, old)
+            };
+            self.table.publish(table);
+            inner.total_pages += last.0 - first.0;
+            inner.metadata_pages += layout.usable.0 - first.0;
+            inner.metadata_bytes += layout.meta_bytes as u64;
+            inner.regions += 1;
+            Ok(())
+        });
+        // Misuse names a region by its physical start, as the caller gave it.
+        self.checked(result, start.as_u64() as usize)
+    }
+
+    /// Allocates `count` physically contiguous pages whose first physical
+    /// page number is a multiple of `align` (a power of two), with one
+    /// reference. Lowest address first, the regions in address order.
+    pub fn alloc(&self, count: usize, align: usize, flags: AllocFlags) -> Result<PhysAddr, PageStatus> {
+        let result = self.take(count, align, flags);
+        match result {
+            Ok(pa) => {
+                if flags.contains(AllocFlags::ZERO) {
+                    self.zero(pa, count);
+                }
+                Ok(pa)
+            }
+            Err(status) => {
+                let refused = self.refuse(status, 0);
+                if flags.contains(AllocFlags::ASSERT) {
+                    self.panic_for(count, flags.bits());
+                }
+                refused
+            }
+        }
+    }
+
+    fn take(&self, count: usize, align: usize, flags: AllocFlags) -> Result<PhysAddr, PageStatus> {
+        if count == 0 || !align.is_power_of_two() {
+            return Err(PageStatus::EINVAL);
+        }
+        let pool = flags.pool();
+        let limit = if flags.contains(AllocFlags::DMA32) {
+            DMA32_LIMIT
+        } else {
+            Pfn(u64::MAX)
+        };
+        self.locked(|inner| {
+            let regions = self.table.load().map_or(&[][..], |table| table.regions);
+            let found = regions
+                .iter()
+                .filter(|r| r.pool == pool && count <= MAX_BLOCK_PAGES)
+                .find_map(|region| {
+                    let bit = region.state.get(inner).take_run(region, count, align, limit)?;
+                    Some(region.pfn_of(bit))
+                });
+            match found {
+                Some(pfn) => {
+                    inner.used_pages += count as u64;
+                    inner.high_water_pages = inner.high_water_pages.max(inner.used_pages);
+                    Ok(PhysAddr::new(pfn.pa()))
+                }
+                _ => {
+                    inner.failed_allocs += 1;
+                    Err(PageStatus::ENOMEM)
+                }
+            }
+        })
+    }
+
+    /// Allocates exactly the `count` pages from `pa` (to reserve firmware or
+    /// kernel-image pages): `EBUSY` if one of them is in use.
+    pub fn alloc_at(&self, pa: PhysAddr, count: usize, flags: AllocFlags) -> Result<(), PageStatus> {
+        let result = self.take_at(pa, count, flags);
+        match result {
+            Ok(()) => {
+                if flags.contains(AllocFlags::ZERO) {
+                    self.zero(pa, count);
+                }
+                Ok(())
+            }
+            Err(status) => {
+                let refused = self.refuse(status, self.kva(pa));
+                if flags.contains(AllocFlags::ASSERT) {
+                    self.panic_for(count, flags.bits());
+                }
+                refused
+            }
+        }
+    }
+
+    fn take_at(&self, pa: PhysAddr, count: usize, flags: AllocFlags) -> Result<(), PageStatus> {
+        let pfn = Pfn::at(pa.as_u64()).ok_or(PageStatus::EINVAL)?;
+        if count == 0 || count > MAX_BLOCK_PAGES {
+            return Err(PageStatus::EINVAL);
+        }
+        let (region, bit) = self.locate(pa)?;
+        let end = pfn.0.checked_add(count as u64).ok_or(PageStatus::ENOTMANAGED)?;
+        if end > region.end.0 {
+            return Err(PageStatus::ENOTMANAGED);
+        }
+        if region.pool != flags.pool() || (flags.contains(AllocFlags::DMA32) && end > DMA32_LIMIT.0) {
+            return Err(PageStatus::EINVAL);
+        }
+        self.locked(|inner| {
+            region.state.get(inner).take_exact(region, bit, count)?;
+            inner.used_pages += count as u64;
+            inner.high_water_pages = inner.high_water_pages.max(inner.used_pages);
+            Ok(())
+        })
+    }
+
+    fn zero(&self, pa: PhysAddr, count: usize) {
+        #[allow(unsafe_code)]
+        // SAFETY: the block was just allocated to this caller, who has not
+        // seen it yet; it lies in a region whose memory add_region's caller
+        // gave us.
+        unsafe {
+            crate::raw::fill(self.kva(pa), count * KPALLOC_PAGE_SIZE, 0)
+        };
+    }
+
+    /// Refuses an allocation whose flags have unknown bits (`EINVAL`),
+    /// still honouring `PAGE_ALLOC_ASSERT` among them.
+    pub(crate) fn refuse_flags<T>(&self, count: usize, flags: u32, addr: usize) -> Result<T, PageStatus> {
+        let refused = self.refuse(PageStatus::EINVAL, addr);
+        if flags & AllocFlags::ASSERT.bits() != 0 {
+            self.panic_for(count, flags);
+        }
+        refused
+    }
+
+    fn panic_for(&self, count: usize, flags: u32) -> ! {
+        let free = self.stats().free_pages;
+        let mut message = Message::new();
+        message
+            .text("kpalloc: allocation failed: count=")
+            .decimal(count as u64)
+            .text(" flags=0x")
+            .hex(flags as u64)
+            .text(" free_pages=")
+            .decimal(free);
+        self.hooks.panic(message.as_c_str())
+    }
+
+    /// The region and bit of the usable page at `pa`, without the lock.
+    #[inline]
+    fn locate(&self, pa: PhysAddr) -> Result<(&'static Region, usize), PageStatus> {
+        let pfn = Pfn::at(pa.as_u64()).ok_or(PageStatus::ENOTMANAGED)?;
+        let region = self
+            .table
+            .load()
+            .and_then(|t| t.find(pfn))
+            .ok_or(PageStatus::ENOTMANAGED)?;
+        Ok((region, region.bit_of(pfn)?))
+    }
+
+    /// Frees the block headed at `pa`, which must have exactly one reference.
+    pub fn free(&self, pa: PhysAddr) -> Result<(), PageStatus> {
+        let result = self
+            .locate(pa)
+            .and_then(|(region, bit)| match self.release_if_sole(region, bit)? {
+                true => Ok(()),
+                false => Err(PageStatus::ESHARED),
+            });
+        self.checked(result, self.kva(pa))
+    }
+
+    /// Adds a reference to the block headed at `pa`. Lock-free.
+    pub fn get(&self, pa: PhysAddr) -> Result<(), PageStatus> {
+        let result = self.locate(pa).and_then(|(region, bit)| {
+            let slot = &region.slots[bit];
+            let mut raw = slot.load(Ordering::Acquire);
+            loop {
+                let count = match Slot::decode(raw) {
+                    Slot::Free => return Err(PageStatus::ENOTALLOCATED),
+                    Slot::Interior(_) => return Err(PageStatus::ENOTHEAD),
+                    Slot::Head(crate::types::PAGE_REFCOUNT_MAX) => return Err(PageStatus::EOVERFLOW),
+                    Slot::Head(count) => count,
+                };
+                match slot.compare_exchange_weak(raw, count + 1, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return Ok(()),
+                    Err(now) => raw = now,
+                }
+            }
+        });
+        self.checked(result, self.kva(pa))
+    }
+
+    /// Drops a reference to the block headed at `pa`, freeing it with the
+    /// last one. Lock-free unless it is the last.
+    pub fn put(&self, pa: PhysAddr) -> Result<(), PageStatus> {
+        let result = self.locate(pa).and_then(|(region, bit)| {
+            let slot = &region.slots[bit];
+            let mut raw = slot.load(Ordering::Acquire);
+            loop {
+                match Slot::decode(raw) {
+                    Slot::Free => return Err(PageStatus::ENOTALLOCATED),
+                    Slot::Interior(_) => return Err(PageStatus::ENOTHEAD),
+                    Slot::Head(1) => {
+                        if self.release_if_sole(region, bit)? {
+                            return Ok(());
+                        }
+                        raw = slot.load(Ordering::Acquire);
+                    }
+                    Slot::Head(count) => {
+                        match slot.compare_exchange_weak(raw, count - 1, Ordering::AcqRel, Ordering::Acquire) {
+                            Ok(_) => return Ok(()),
+                            Err(now) => raw = now,
+                        }
+                    }
+                }
+            }
+        });
+        self.checked(result, self.kva(pa))
+    }
+
+    /// Under the lock: frees the block headed at `bit` if it has one
+    /// reference (`Ok(true)`); `Ok(false)` if it has more.
+    fn release_if_sole(&self, region: &'static Region, bit: usize) -> Result<bool, PageStatus> {
+        self.locked(|inner| {
+            let slot = &region.slots[bit];
+            loop {
+                match Slot::decode(slot.load(Ordering::Acquire)) {
+                    Slot::Free => return Err(PageStatus::ENOTALLOCATED),
+                    Slot::Interior(_) => return Err(PageStatus::ENOTHEAD),
+                    Slot::Head(1) => {
+                        // A lock-free get may race us to the count.
+                        if slot.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                            break;
+                        }
+                    }
+                    Slot::Head(_) => return Ok(false),
+                }
+            }
+            let pages = region.block_pages(bit);
+            region.state.get(inner).release(region, bit, pages);
+            inner.used_pages -= pages as u64;
+            Ok(true)
+        })
+    }
+
+    /// Turns the block headed at `pa` (one reference) into single-page
+    /// blocks of one reference each.
+    pub fn split(&self, pa: PhysAddr) -> Result<(), PageStatus> {
+        let result = self.locate(pa).and_then(|(region, bit)| {
+            self.locked(|_inner| match region.slot(bit) {
+                Slot::Free => Err(PageStatus::ENOTALLOCATED),
+                Slot::Interior(_) => Err(PageStatus::ENOTHEAD),
+                Slot::Head(1) => {
+                    for page in bit + 1..bit + region.block_pages(bit) {
+                        region.slots[page].store(1, Ordering::Release);
+                    }
+                    Ok(())
+                }
+                Slot::Head(_) => Err(PageStatus::ESHARED),
+            })
+        });
+        self.checked(result, self.kva(pa))
+    }
+
+    /// The reference count of the block headed at `pa`; 0 for any other
+    /// address.
+    pub fn refcount(&self, pa: PhysAddr) -> u32 {
+        match self.locate(pa).map(|(region, bit)| region.slot(bit)) {
+            Ok(Slot::Head(count)) => count,
+            _ => 0,
+        }
+    }
+
+    /// The length in pages of the block headed at `pa`; 0 for any other
+    /// address.
+    pub fn block_pages(&self, pa: PhysAddr) -> usize {
+        match self.locate(pa) {
+            Ok((region, bit)) if matches!(region.slot(bit), Slot::Head(_)) => region.block_pages(bit),
+            _ => 0,
+        }
+    }
+
+    /// A consistent snapshot of the counters.
+    pub fn stats(&self) -> PageStats {
+        let misuse_reports = self.misuse_reports.load(Ordering::Relaxed);
+        self.locked(|inner| {
+            let mut stats = PageStats {
+                total_pages: inner.total_pages,
+                free_pages: inner.total_pages - inner.metadata_pages - inner.used_pages,
+                used_pages: inner.used_pages,
+                metadata_pages: inner.metadata_pages,
+                regions: inner.regions,
+                high_water_pages: inner.high_water_pages,
+                failed_allocs: inner.failed_allocs,
+                misuse_reports,
+                metadata_bytes: inner.metadata_bytes,
+                ..PageStats::default()
+            };
+            for region in self.table.load().map_or(&[][..], |table| table.regions) {
+                let state = region.state.get(inner);
+                stats.largest_free_run = stats.largest_free_run.max(state.map.largest_run() as u64);
+                if region.pool == Pool::User {
+                    stats.user_free_pages += state.free_pages;
+                }
+            }
+            stats
+        })
+    }
+
+    /// Verifies every region's bitmap, summaries, slots and counters against
+    /// each other and the totals; `ECORRUPT` (reported with the address of
+    /// the first bad page) on the first disagreement.
+    pub fn check(&self) -> Result<(), PageStatus> {
+        let result = self.locked(|inner| {
+            let regions = self.table.load().map_or(&[][..], |table| table.regions);
+            let (mut total, mut meta, mut used) = (0, 0, 0);
+            for region in regions {
+                total += region.total_pages();
+                meta += region.meta_pages();
+                let region_used = region
+                    .state
+                    .get(inner)
+                    .check(region)
+                    .map_err(|bit| region.pfn_of(bit))?;
+                used += region_used;
+            }
+            let sorted = regions.windows(2).all(|pair| pair[0].end <= pair[1].start);
+            if !sorted || (total, meta, used) != (inner.total_pages, inner.metadata_pages, inner.used_pages) {
+                return Err(Pfn(0));
+            }
+            Ok(())
+        });
+        result.or_else(|pfn| {
+            let addr = if pfn == Pfn(0) {
+                0
+            } else {
+                self.kva(PhysAddr::new(pfn.pa()))
+            };
+            self.refuse(PageStatus::ECORRUPT, addr)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use crate::types::PAGE_REFCOUNT_MAX;
+
+    #[test]
+    fn refcount_overflow_is_refused_and_changes_nothing() {
+        let layout = std::alloc::Layout::from_size_align(16 * KPALLOC_PAGE_SIZE, KPALLOC_PAGE_SIZE).unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY: a fresh, leaked allocation of the layout's size.
+        let memory = unsafe { std::alloc::alloc_zeroed(layout) };
+        let phys_base = 0x10_0000u64;
+        let offset = (memory.expose_provenance() as u64).wrapping_sub(phys_base);
+        let allocator = Allocator::new(Config { phys_offset: offset }, NoHooks);
+        #[allow(unsafe_code)]
+        // SAFETY: the range is the leaked buffer, given to this allocator only.
+        unsafe {
+            allocator.add_region(
+                PhysAddr::new(phys_base),
+                PhysAddr::new(phys_base + 0x10000),
+                Pool::Kernel,
+            )
+        }
+        .unwrap();
+        let block = allocator.alloc(1, 1, AllocFlags::NONE).unwrap();
+        let (region, bit) = allocator.locate(block).unwrap();
+        // Reaching the maximum through get would take 2^31 calls.
+        region.slots[bit].store(PAGE_REFCOUNT_MAX - 1, Ordering::Relaxed);
+        allocator.get(block).unwrap();
+        assert_eq!(allocator.refcount(block), PAGE_REFCOUNT_MAX);
+        let before = allocator.stats();
+        assert_eq!(allocator.get(block), Err(PageStatus::EOVERFLOW));
+        assert_eq!(allocator.refcount(block), PAGE_REFCOUNT_MAX);
+        assert_eq!(allocator.stats().misuse_reports, before.misuse_reports + 1);
+        allocator.put(block).unwrap();
+        assert_eq!(allocator.refcount(block), PAGE_REFCOUNT_MAX - 1);
+        assert!(allocator.check().is_ok());
+    }
+}

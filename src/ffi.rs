@@ -1,0 +1,352 @@
+//! The C ABI: `page_*` functions over one global allocator, declared in
+//! `include/kpalloc.h` (generated from this file by cbindgen).
+//!
+//! Every function is safe to call before `page_init` (it answers
+//! `PAGE_EUNINIT`, NULL or 0) and never unwinds: the crate aborts on panic.
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+
+use spin::Once;
+use x86_64::PhysAddr;
+
+use crate::allocator::{Allocator, Config, Hooks, PageStats};
+use crate::status::PageStatus;
+use crate::types::{AllocFlags, Pool};
+
+/// How the kernel sets kpalloc up; passed to `page_init`. A zeroed
+/// `page_config` (or NULL) means: physical = virtual, no hooks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PageConfig {
+    /// Kernel virtual address = physical address + `phys_offset`.
+    pub phys_offset: u64,
+    /// Masks interrupts and returns the state to restore (e.g. RFLAGS);
+    /// called before every lock hold. NULL: interrupts are not masked.
+    pub irq_save: Option<unsafe extern "C" fn() -> u64>,
+    /// Restores what `irq_save` returned; called after every lock hold.
+    pub irq_restore: Option<unsafe extern "C" fn(u64)>,
+    /// Stops the kernel with a message; must not return. Called (never
+    /// under the lock) for a failed `PAGE_ALLOC_ASSERT` allocation. NULL:
+    /// kpalloc halts the CPU (a kernel) or aborts (a host).
+    pub panic: Option<unsafe extern "C" fn(*const c_char)>,
+    /// Told once about every call refused as misuse, with its status and
+    /// the address the caller passed (NULL where there was none); never
+    /// under the lock, so it may call kpalloc. NULL: status only.
+    pub on_misuse: Option<unsafe extern "C" fn(PageStatus, *const c_void)>,
+    /// `PAGE_DEBUG_*` bits; 0 for none. Unknown bits are `PAGE_EINVAL`.
+    pub debug: u32,
+}
+
+/// The hooks of a `page_config`, called as the C contract says.
+#[derive(Clone, Copy, Debug)]
+pub struct CHooks {
+    config: PageConfig,
+}
+
+// SAFETY (for each call below): `page_init`'s contract is that every non-NULL
+// hook is a function with this signature that stays callable for the rest of
+// the program and may be called from any context kpalloc is called from.
+impl Hooks for CHooks {
+    fn irq_save(&self) -> u64 {
+        // SAFETY: see the impl.
+        self.config.irq_save.map_or(0, |save| unsafe { save() })
+    }
+
+    fn irq_restore(&self, saved: u64) {
+        if let Some(restore) = self.config.irq_restore {
+            // SAFETY: see the impl.
+            unsafe { restore(saved) }
+        }
+    }
+
+    fn panic(&self, message: &core::ffi::CStr) -> ! {
+        if let Some(panic) = self.config.panic {
+            // SAFETY: see the impl; `message` is NUL-terminated and lives
+            // through the call.
+            unsafe { panic(message.as_ptr()) }
+        }
+        crate::raw::halt()
+    }
+
+    fn on_misuse(&self, status: PageStatus, addr: usize) {
+        if let Some(report) = self.config.on_misuse {
+            // SAFETY: see the impl.
+            unsafe { report(status, ptr::without_provenance(addr)) }
+        }
+    }
+}
+
+/// The `page_debug` bits this build knows.
+const KNOWN_DEBUG_BITS: u32 = 0;
+
+static GLOBAL: Once<Allocator<CHooks>> = Once::new();
+
+/// The allocator behind the C ABI, once `page_init` has made it.
+pub fn global() -> Option<&'static Allocator<CHooks>> {
+    GLOBAL.get()
+}
+
+/// Sets kpalloc up; call once, before anything else.
+///
+/// `cfg` is borrowed for the call (NULL: all defaults); its hooks must stay
+/// valid for the rest of the program.
+///
+/// Returns `PAGE_OK`; `PAGE_EBUSY` if already initialised; `PAGE_EINVAL`
+/// for unknown `debug` bits. Not from interrupt context.
+///
+/// # Safety
+/// `cfg` is NULL or points to a valid `page_config`; each non-NULL hook is a
+/// function of that signature, callable from every context kpalloc is used in.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn page_init(cfg: *const PageConfig) -> PageStatus {
+    // SAFETY: the caller passes NULL or a valid config.
+    let config = unsafe { cfg.as_ref() }.copied().unwrap_or_default();
+    let hooks = CHooks { config };
+    if config.debug & !KNOWN_DEBUG_BITS != 0 {
+        hooks.on_misuse(PageStatus::EINVAL, cfg.addr());
+        return PageStatus::EINVAL;
+    }
+    let mut made = false;
+    let allocator = GLOBAL.call_once(|| {
+        made = true;
+        Allocator::new(
+            Config {
+                phys_offset: config.phys_offset,
+            },
+            hooks,
+        )
+    });
+    if made {
+        PageStatus::OK
+    } else {
+        allocator.refuse::<()>(PageStatus::EBUSY, cfg.addr()).into()
+    }
+}
+
+/// Adds the physical range `[pa_start, pa_end)` to `pool`
+/// (`PAGE_POOL_KERNEL` or `PAGE_POOL_USER`), rounded inward to pages.
+///
+/// The region's metadata (about 4.13 bytes per page, plus a header and 8
+/// bytes per region) is written into its own first pages; no other page of
+/// it is read or written until allocated, so it may be memory that is not
+/// mapped yet. Regions may be added at any time, in any order.
+///
+/// Returns `PAGE_OK`; `PAGE_EINVAL` for an empty or reversed range, an
+/// address beyond 2^52, or an unknown pool; `PAGE_EOVERLAP` if it shares a
+/// page with a region added before; `PAGE_ETOOSMALL` if it cannot hold its
+/// metadata plus one page; `PAGE_EUNINIT`. On error nothing changes.
+/// Not from interrupt context (it writes the metadata under the lock).
+///
+/// # Safety
+/// The range, at kernel virtual address `pa + phys_offset`, must be memory
+/// that is valid for reads and writes (at least its metadata pages, at once;
+/// the others before they are allocated) and belongs to kpalloc from now on.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn page_region_add(pa_start: u64, pa_end: u64, pool: u32) -> PageStatus {
+    let Some(allocator) = global() else {
+        return PageStatus::EUNINIT;
+    };
+    let addr = pa_start as usize;
+    let (Some(pool), Ok(start), Ok(end)) = (
+        Pool::from_u32(pool),
+        PhysAddr::try_new(pa_start),
+        PhysAddr::try_new(pa_end),
+    ) else {
+        return allocator.refuse::<()>(PageStatus::EINVAL, addr).into();
+    };
+    // SAFETY: the caller vouches for the range as this function requires.
+    unsafe { allocator.add_region(start, end, pool) }.into()
+}
+
+/// Allocates `count` physically contiguous pages; see `page_alloc_aligned`.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_alloc(count: usize, flags: u32) -> *mut c_void {
+    page_alloc_aligned(count, 1, flags)
+}
+
+/// Allocates `count` physically contiguous pages whose first physical page
+/// number is a multiple of `align_pages` (a power of two): the lowest such
+/// block of the pool's regions in address order.
+///
+/// `flags`: `PAGE_ALLOC_ZERO` zero-fills (outside the lock),
+/// `PAGE_ALLOC_USER` takes from the user pool, `PAGE_ALLOC_DMA32` keeps the
+/// block below 4 GiB physical, `PAGE_ALLOC_ASSERT` calls the panic hook on
+/// failure instead of returning NULL.
+///
+/// Returns the block's kernel virtual address, owned by the caller with one
+/// reference (release it with `page_free` or `page_put`). NULL when memory
+/// runs out (counted in `failed_allocs`), for a zero count, an alignment
+/// that is zero or not a power of two, or unknown flags (reported as
+/// `PAGE_EINVAL`), and before `page_init`. Interrupt-safe given the irq hooks.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_alloc_aligned(count: usize, align_pages: usize, flags: u32) -> *mut c_void {
+    let Some(allocator) = global() else {
+        return ptr::null_mut();
+    };
+    let result = match AllocFlags::from_bits(flags) {
+        Some(flags) => allocator.alloc(count, align_pages, flags),
+        None => allocator.refuse_flags(count, flags, 0),
+    };
+    result.map_or(ptr::null_mut(), |pa| {
+        ptr::with_exposed_provenance_mut(allocator.kva(pa))
+    })
+}
+
+/// Allocates exactly the `count` pages from physical address `pa` (e.g. to
+/// reserve firmware or kernel-image pages inside a region). `flags` as for
+/// `page_alloc_aligned`; `PAGE_ALLOC_USER` and `PAGE_ALLOC_DMA32` must match
+/// where the range is.
+///
+/// Returns `PAGE_OK` (the caller owns the block, one reference);
+/// `PAGE_EBUSY` if any page of it is in use; `PAGE_ENOTMANAGED` if it is not
+/// all usable pages of one region; `PAGE_EINVAL` for an unaligned `pa`, a
+/// zero count, unknown flags or a pool/DMA32 mismatch; `PAGE_EUNINIT`.
+/// Interrupt-safe given the irq hooks.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_alloc_at(pa: u64, count: usize, flags: u32) -> PageStatus {
+    let Some(allocator) = global() else {
+        return PageStatus::EUNINIT;
+    };
+    let addr = pa.wrapping_add(allocator.config().phys_offset) as usize;
+    match (AllocFlags::from_bits(flags), PhysAddr::try_new(pa)) {
+        (Some(flags), Ok(pa)) => allocator.alloc_at(pa, count, flags),
+        (Some(_), Err(_)) => allocator.refuse(PageStatus::ENOTMANAGED, addr),
+        (None, _) => allocator.refuse_flags(count, flags, addr),
+    }
+    .into()
+}
+
+/// Runs `op` on the block named by the kernel virtual address `block`.
+fn on_block(
+    block: *const c_void,
+    op: impl FnOnce(&Allocator<CHooks>, PhysAddr) -> Result<(), PageStatus>,
+) -> PageStatus {
+    let Some(allocator) = global() else {
+        return PageStatus::EUNINIT;
+    };
+    match allocator.pa(block.addr()) {
+        Some(pa) => op(allocator, pa).into(),
+        None => allocator.refuse::<()>(PageStatus::ENOTMANAGED, block.addr()).into(),
+    }
+}
+
+/// Frees the block headed at `block`, which the caller owns alone; the
+/// allocator knows its length.
+///
+/// Returns `PAGE_OK`; `PAGE_ESHARED` if it has more than one reference (use
+/// `page_put`); `PAGE_ENOTALLOCATED` if it is free (double free);
+/// `PAGE_ENOTHEAD` for an interior page of a block; `PAGE_ENOTMANAGED` for
+/// NULL, an unaligned address, a metadata page or one outside every region;
+/// `PAGE_EUNINIT`. On error nothing changes. Interrupt-safe given the irq hooks.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_free(block: *mut c_void) -> PageStatus {
+    on_block(block, |allocator, pa| allocator.free(pa))
+}
+
+/// Adds a reference to the block headed at `page` (lock-free).
+///
+/// Returns `PAGE_OK`; `PAGE_EOVERFLOW` at `PAGE_REFCOUNT_MAX`;
+/// `PAGE_ENOTALLOCATED` for a free page (never brought back to life);
+/// `PAGE_ENOTHEAD`, `PAGE_ENOTMANAGED`, `PAGE_EUNINIT` as for `page_free`.
+/// Safe from interrupt handlers.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_get(page: *mut c_void) -> PageStatus {
+    on_block(page, |allocator, pa| allocator.get(pa))
+}
+
+/// Drops a reference to the block headed at `page`, freeing the block with
+/// the last one (lock-free unless it is the last).
+///
+/// Returns `PAGE_OK`, or the errors of `page_free` except `PAGE_ESHARED`.
+/// Safe from interrupt handlers given the irq hooks.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_put(page: *mut c_void) -> PageStatus {
+    on_block(page, |allocator, pa| allocator.put(pa))
+}
+
+/// Turns the block headed at `block`, owned alone, into independent
+/// single-page blocks with one reference each (the rule for multi-page
+/// blocks: one reference count, at the head, until split).
+///
+/// Returns `PAGE_OK`; `PAGE_ESHARED` if it has more than one reference;
+/// the other errors of `page_free`. Interrupt-safe given the irq hooks.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_split(block: *mut c_void) -> PageStatus {
+    on_block(block, |allocator, pa| allocator.split(pa))
+}
+
+/// The reference count of the block headed at `page`: 0 for a free,
+/// interior or unmanaged page, and before `page_init`. Lock-free.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_refcount(page: *const c_void) -> u32 {
+    global().and_then(|a| Some(a.refcount(a.pa(page.addr())?))).unwrap_or(0)
+}
+
+/// The length in pages of the block headed at `page`: 0 for a free,
+/// interior or unmanaged page, and before `page_init`. Lock-free.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_block_pages(page: *const c_void) -> usize {
+    global()
+        .and_then(|a| Some(a.block_pages(a.pa(page.addr())?)))
+        .unwrap_or(0)
+}
+
+/// The physical address of kernel virtual address `kva` (`kva -
+/// phys_offset`); 0 if it has none, and before `page_init`.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_to_pa(kva: *const c_void) -> u64 {
+    global().and_then(|a| a.pa(kva.addr())).map_or(0, PhysAddr::as_u64)
+}
+
+/// The kernel virtual address of physical address `pa` (`pa +
+/// phys_offset`); NULL before `page_init`.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_from_pa(pa: u64) -> *mut c_void {
+    match global() {
+        Some(allocator) => ptr::with_exposed_provenance_mut((pa.wrapping_add(allocator.config().phys_offset)) as usize),
+        None => ptr::null_mut(),
+    }
+}
+
+/// Writes a consistent snapshot of the counters to `*out`.
+///
+/// Returns `PAGE_OK`; `PAGE_EINVAL` for NULL; `PAGE_EUNINIT`.
+/// Interrupt-safe given the irq hooks; walks every region's bitmap for
+/// `largest_free_run`, so not for hot paths.
+///
+/// # Safety
+/// `out` is NULL or valid for writing a `page_stats`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn page_stats_get(out: *mut PageStats) -> PageStatus {
+    let Some(allocator) = global() else {
+        return PageStatus::EUNINIT;
+    };
+    if out.is_null() {
+        return allocator.refuse::<()>(PageStatus::EINVAL, 0).into();
+    }
+    let stats = allocator.stats();
+    // SAFETY: `out` is non-NULL and, by the contract, valid for writes.
+    unsafe { out.write(stats) };
+    PageStatus::OK
+}
+
+/// Verifies all of kpalloc's metadata: bitmaps, summaries, reference
+/// counts, block boundaries and counters.
+///
+/// Returns `PAGE_OK`; `PAGE_ECORRUPT` (also reported through `on_misuse`
+/// with the first bad page) on any disagreement; `PAGE_EUNINIT`.
+/// Holds the lock for a walk of every page: for tests and debugging.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_check() -> PageStatus {
+    global().map_or(PageStatus::EUNINIT, |allocator| allocator.check().into())
+}
+
+/// The name of status `status` (e.g. "PAGE_ENOMEM"), or "PAGE_UNKNOWN";
+/// a static string. Any context.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_status_str(status: u32) -> *const c_char {
+    PageStatus::from_u32(status)
+        .map_or(c"PAGE_UNKNOWN", PageStatus::name)
+        .as_ptr()
+}

@@ -1,0 +1,629 @@
+//! The free-page bitmap of one region and the summaries that make its
+//! first-fit search cost a few word reads at any size and occupancy.
+//!
+//! Bit `i` of the bitmap is page `i` of the region's bit space (1 = free).
+//! Bit 0 is a page whose frame number is a multiple of 64, so every aligned
+//! group of 2^k bits (k <= 6) is a physically aligned group of pages.
+//!
+//! For each order `k` in `0..ORDERS` a hierarchy of summary bitmaps records
+//! which bitmap words hold a free, aligned run of 2^k pages: level 1 has a
+//! bit per bitmap word, level 2 a bit per level-1 word, and so on up to a
+//! single word. Order 0 answers "any free page here", order 6 "this whole
+//! word is free". A search for `count` pages picks the largest order that
+//! every fitting run must contain, finds the first word holding such a run
+//! in `levels` word reads, and checks the exact fit there.
+
+#![deny(unsafe_code)]
+
+/// Summary orders: aligned free runs of 1, 2, 4, ..., 64 pages.
+pub(crate) const ORDERS: usize = 7;
+/// Levels needed for 2^36 bitmap words (2^42 pages), beyond any real memory.
+const MAX_LEVELS: usize = 6;
+const BITS: usize = 64;
+
+/// Bits that start an aligned group of `2^k` bits, indexed by `k`.
+const ALIGN_MASK: [u64; ORDERS] = [
+    u64::MAX,
+    0x5555_5555_5555_5555,
+    0x1111_1111_1111_1111,
+    0x0101_0101_0101_0101,
+    0x0001_0001_0001_0001,
+    0x0000_0001_0000_0001,
+    0x0000_0000_0000_0001,
+];
+
+/// For each order `k`, the bits of `word` that start a free, aligned run of
+/// `2^k` pages.
+#[inline]
+fn aligned_runs(word: u64) -> [u64; ORDERS] {
+    let mut runs = [0; ORDERS];
+    runs[0] = word;
+    let mut k = 1;
+    while k < ORDERS {
+        let half = 1 << (k - 1);
+        runs[k] = runs[k - 1] & (runs[k - 1] >> half) & ALIGN_MASK[k];
+        k += 1;
+    }
+    runs
+}
+
+/// One bit per order: whether `word` holds a free aligned run of that order.
+#[inline]
+fn order_bits(word: u64) -> u32 {
+    let runs = aligned_runs(word);
+    let mut bits = 0;
+    for (k, run) in runs.iter().enumerate() {
+        bits |= ((*run != 0) as u32) << k;
+    }
+    bits
+}
+
+/// Where each summary level lives inside the summary slice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SummaryLayout {
+    levels: usize,
+    offset: [usize; MAX_LEVELS],
+    len: [usize; MAX_LEVELS],
+    per_order: usize,
+}
+
+impl SummaryLayout {
+    /// The layout for a bitmap of `words` words (at least one).
+    pub const fn new(words: usize) -> Self {
+        let mut layout = SummaryLayout {
+            levels: 0,
+            offset: [0; MAX_LEVELS],
+            len: [0; MAX_LEVELS],
+            per_order: 0,
+        };
+        let mut below = words;
+        loop {
+            let len = below.div_ceil(BITS);
+            layout.offset[layout.levels] = layout.per_order;
+            layout.len[layout.levels] = len;
+            layout.per_order += len;
+            layout.levels += 1;
+            if len <= 1 || layout.levels == MAX_LEVELS {
+                break;
+            }
+            below = len;
+        }
+        layout
+    }
+
+    /// Summary words needed for all orders.
+    pub const fn words(&self) -> usize {
+        self.per_order * ORDERS
+    }
+
+    #[inline]
+    fn index(&self, order: usize, level: usize, word: usize) -> usize {
+        order * self.per_order + self.offset[level] + word
+    }
+}
+
+/// What a search is for: a run of `count` pages whose first page has a frame
+/// number that is a multiple of `align` (a power of two), ending at or
+/// below bit `limit`.
+#[derive(Clone, Copy, Debug)]
+pub struct Request {
+    pub count: usize,
+    pub align: usize,
+    pub limit: usize,
+}
+
+/// A region's free bitmap and its summaries. All pages start used.
+pub struct FreeMap<'m> {
+    words: &'m mut [u64],
+    summary: &'m mut [u64],
+    layout: SummaryLayout,
+    /// Frame number of bit 0, divided by 64 (for alignments above 64 pages).
+    base_word: u64,
+    /// Bitmap and summary words read by searches: the work-count tests'
+    /// measure of complexity.
+    #[cfg(test)]
+    reads: core::cell::Cell<u64>,
+}
+
+impl<'m> FreeMap<'m> {
+    /// Takes over `words` and `summary` (sized by [`SummaryLayout`]) and
+    /// marks every page used.
+    pub fn new(words: &'m mut [u64], summary: &'m mut [u64], base_word: u64) -> Self {
+        let layout = SummaryLayout::new(words.len());
+        assert!(
+            !words.is_empty() && summary.len() == layout.words(),
+            "summary sized for the bitmap"
+        );
+        words.fill(0);
+        summary.fill(0);
+        FreeMap {
+            words,
+            summary,
+            layout,
+            base_word,
+            #[cfg(test)]
+            reads: core::cell::Cell::new(0),
+        }
+    }
+
+    /// Number of bits (pages) the bitmap covers.
+    pub fn bits(&self) -> usize {
+        self.words.len() * BITS
+    }
+
+    #[inline]
+    fn read(&self, word: usize) -> u64 {
+        #[cfg(test)]
+        self.reads.set(self.reads.get() + 1);
+        self.words[word]
+    }
+
+    #[inline]
+    fn read_summary(&self, index: usize) -> u64 {
+        #[cfg(test)]
+        self.reads.set(self.reads.get() + 1);
+        self.summary[index]
+    }
+
+    /// Words read by searches so far (test builds only).
+    #[cfg(test)]
+    pub fn words_read(&self) -> u64 {
+        self.reads.get()
+    }
+
+    pub fn is_free(&self, bit: usize) -> bool {
+        self.words[bit / BITS] & (1 << (bit % BITS)) != 0
+    }
+
+    /// Marks `count` pages from `start` free (`true`) or used.
+    pub fn set(&mut self, start: usize, count: usize, free: bool) {
+        let end = start + count;
+        let mut bit = start;
+        while bit < end {
+            let word = bit / BITS;
+            let from = bit % BITS;
+            let to = core::cmp::min(BITS, end - word * BITS);
+            let mask = if to - from == BITS {
+                u64::MAX
+            } else {
+                ((1u64 << (to - from)) - 1) << from
+            };
+            let old = self.words[word];
+            self.store(word, if free { old | mask } else { old & !mask });
+            bit = word * BITS + to;
+        }
+    }
+
+    /// Whether every page of the range has the given state.
+    pub fn all(&self, start: usize, count: usize, free: bool) -> bool {
+        (start..start + count).all(|bit| self.is_free(bit) == free)
+    }
+
+    /// Writes a bitmap word and brings the summaries of every order whose
+    /// answer changed up to date.
+    #[inline]
+    fn store(&mut self, word: usize, new: u64) {
+        let old = self.words[word];
+        if old == new {
+            return;
+        }
+        self.words[word] = new;
+        let now = order_bits(new);
+        let mut changed = order_bits(old) ^ now;
+        while changed != 0 {
+            let order = changed.trailing_zeros() as usize;
+            changed &= changed - 1;
+            self.flip_summary(order, word, now & (1 << order) != 0);
+        }
+    }
+
+    fn flip_summary(&mut self, order: usize, word: usize, set: bool) {
+        let mut index = word;
+        for level in 0..self.layout.levels {
+            let at = self.layout.index(order, level, index / BITS);
+            let bit = 1u64 << (index % BITS);
+            let before = self.summary[at];
+            let after = if set { before | bit } else { before & !bit };
+            self.summary[at] = after;
+            if (before == 0) == (after == 0) {
+                return;
+            }
+            index /= BITS;
+        }
+    }
+
+    /// The first bitmap word at or after `from` whose order-`order` summary
+    /// bit is set.
+    fn next_word(&self, order: usize, from: usize) -> Option<usize> {
+        let layout = &self.layout;
+        let mut index = from;
+        let mut level = 0;
+        // Climb until a summary word holds a set bit at or after `index`.
+        let found = loop {
+            if level == layout.levels {
+                return None;
+            }
+            let word = index / BITS;
+            if word >= layout.len[level] {
+                return None;
+            }
+            let bits = self.read_summary(layout.index(order, level, word)) & (u64::MAX << (index % BITS));
+            if bits != 0 {
+                break word * BITS + bits.trailing_zeros() as usize;
+            }
+            index = word + 1;
+            level += 1;
+        };
+        // Descend to the first set bit beneath it.
+        let mut index = found;
+        while level > 0 {
+            level -= 1;
+            let bits = self.read_summary(layout.index(order, level, index));
+            index = index * BITS + bits.trailing_zeros() as usize;
+        }
+        Some(index)
+    }
+
+    /// The lowest bit where a run fitting `req` starts, if any.
+    pub fn find(&self, req: Request) -> Option<usize> {
+        let Request { count, align, limit } = req;
+        debug_assert!(count >= 1 && align.is_power_of_two());
+        if count > limit.min(self.bits()) {
+            return None;
+        }
+        let order = filter_order(count, align);
+        // With the run's first page aligned to 2^order, the summary hit is the
+        // word where the run starts; otherwise the run may start one word
+        // earlier and reach into the hit word.
+        let starts_at_hit = align >= 1 << order;
+        let words_per_align = (align / BITS).max(1) as u64;
+        let mut next = 0;
+        while let Some(hit) = self.next_word(order, next) {
+            if hit * BITS >= limit {
+                return None;
+            }
+            if words_per_align > 1 {
+                let absolute = self.base_word + hit as u64;
+                let aligned = absolute.checked_next_multiple_of(words_per_align)?;
+                if aligned != absolute {
+                    next = usize::try_from(aligned - self.base_word).ok()?;
+                    continue;
+                }
+            }
+            if !starts_at_hit && hit > next {
+                if let Some(bit) = self.fit_from(hit - 1, req) {
+                    return Some(bit);
+                }
+            }
+            if let Some(bit) = self.fit_from(hit, req) {
+                return Some(bit);
+            }
+            next = hit + 1;
+        }
+        None
+    }
+
+    /// The lowest bit in word `word` where a run fitting `req` starts.
+    fn fit_from(&self, word: usize, req: Request) -> Option<usize> {
+        let Request { count, align, limit } = req;
+        let first = word * BITS;
+        // Highest start that keeps the run below `limit`.
+        let last_start = limit.checked_sub(count)?.checked_sub(first)?;
+        let in_limit = if last_start >= BITS - 1 {
+            u64::MAX
+        } else {
+            (1u64 << (last_start + 1)) - 1
+        };
+        let aligned = if align <= BITS {
+            ALIGN_MASK[align.trailing_zeros() as usize]
+        } else {
+            1 // callers only pass aligned words for alignments above a word
+        };
+        let here = self.read(word);
+        if count <= BITS {
+            let starts = if count == 1 {
+                here
+            } else {
+                let after = if word + 1 < self.words.len() {
+                    self.read(word + 1)
+                } else {
+                    0
+                };
+                run_starts(here as u128 | (after as u128) << BITS, count) as u64
+            };
+            let fits = starts & aligned & in_limit;
+            return (fits != 0).then(|| first + fits.trailing_zeros() as usize);
+        }
+        // A long run: the free top of this word, whole free words, then the
+        // free bottom of one more word.
+        let top_free = here.leading_ones() as usize;
+        let offset = (BITS - top_free).next_multiple_of(align.min(BITS));
+        if top_free == 0 || offset >= BITS || in_limit & (1 << offset) == 0 {
+            return None;
+        }
+        let mut needed = count - (BITS - offset);
+        let mut next = word + 1;
+        while needed >= BITS {
+            if self.read(next) != u64::MAX {
+                return None;
+            }
+            needed -= BITS;
+            next += 1;
+        }
+        if needed > 0 && (self.read(next).trailing_ones() as usize) < needed {
+            return None;
+        }
+        Some(first + offset)
+    }
+
+    /// Number of free pages.
+    pub fn count_free(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Length of the longest run of free pages.
+    pub fn largest_run(&self) -> usize {
+        let (mut best, mut current) = (0, 0);
+        for &word in self.words.iter() {
+            if word == u64::MAX {
+                current += BITS;
+                continue;
+            }
+            best = best.max(current + word.trailing_ones() as usize);
+            best = best.max(longest_inner_run(word));
+            current = word.leading_ones() as usize;
+        }
+        best.max(current)
+    }
+
+    /// Whether every summary bit agrees with the bitmap.
+    pub fn summaries_agree(&self) -> bool {
+        let layout = &self.layout;
+        for order in 0..ORDERS {
+            for word in 0..layout.len[0] * BITS {
+                let expected = word < self.words.len() && order_bits(self.words[word]) & (1 << order) != 0;
+                let at = layout.index(order, 0, word / BITS);
+                if (self.summary[at] >> (word % BITS) & 1 != 0) != expected {
+                    return false;
+                }
+            }
+            for level in 1..layout.levels {
+                for index in 0..layout.len[level] * BITS {
+                    let expected =
+                        index < layout.len[level - 1] && self.summary[layout.index(order, level - 1, index)] != 0;
+                    let at = layout.index(order, level, index / BITS);
+                    if (self.summary[at] >> (index % BITS) & 1 != 0) != expected {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+/// The largest order whose aligned free run every run fitting
+/// (`count`, `align`) must contain, capped at a whole word.
+fn filter_order(count: usize, align: usize) -> usize {
+    // Any `count` consecutive pages hold an aligned run of 2^k pages when
+    // 2^(k+1) - 1 <= count.
+    let unaligned = (count + 1).ilog2() as usize - 1;
+    // An aligned start begins an aligned run of min(align, count) pages.
+    let aligned = (align.trailing_zeros() as usize).min(count.ilog2() as usize);
+    unaligned.max(aligned).min(ORDERS - 1)
+}
+
+/// Bits of `bits` that start `count` consecutive set bits.
+#[inline]
+fn run_starts(bits: u128, count: usize) -> u128 {
+    let mut starts = bits;
+    let mut covered = 1;
+    while covered < count {
+        let step = covered.min(count - covered);
+        starts &= starts >> step;
+        covered += step;
+    }
+    starts
+}
+
+/// Length of the longest run of set bits inside `word`.
+fn longest_inner_run(mut word: u64) -> usize {
+    let mut len = 0;
+    while word != 0 {
+        word &= word << 1;
+        len += 1;
+    }
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+    use std::vec;
+    use std::vec::Vec;
+
+    struct Owned {
+        words: Vec<u64>,
+        summary: Vec<u64>,
+    }
+
+    impl Owned {
+        fn new(pages: usize) -> Self {
+            let words = pages.div_ceil(BITS);
+            Owned {
+                words: vec![0; words],
+                summary: vec![0; SummaryLayout::new(words).words()],
+            }
+        }
+        fn map(&mut self, base_word: u64) -> FreeMap<'_> {
+            FreeMap::new(&mut self.words, &mut self.summary, base_word)
+        }
+    }
+
+    /// The obviously correct answer: try every bit as a start.
+    fn first_fit_by_scan(map: &FreeMap, req: Request, base_word: u64) -> Option<usize> {
+        let bits = map.bits().min(req.limit);
+        // free_from[i]: free pages in a row from bit i.
+        let mut free_from = vec![0; map.bits() + 1];
+        for bit in (0..map.bits()).rev() {
+            free_from[bit] = if map.is_free(bit) { free_from[bit + 1] + 1 } else { 0 };
+        }
+        (0..bits).find(|&start| {
+            (base_word as usize * BITS + start) % req.align == 0
+                && start + req.count <= bits
+                && free_from[start] >= req.count
+        })
+    }
+
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn aligned_runs_find_each_order() {
+        let runs = aligned_runs(0xF0);
+        assert_eq!(runs[0], 0xF0);
+        assert_eq!(runs[1], 0x50);
+        assert_eq!(runs[2], 0x10);
+        assert_eq!(runs[3], 0);
+        assert_eq!(order_bits(u64::MAX), 0x7F);
+        assert_eq!(order_bits(0), 0);
+    }
+
+    #[test]
+    fn filter_order_is_implied_by_every_fit() {
+        assert_eq!(filter_order(1, 1), 0);
+        assert_eq!(filter_order(8, 8), 3);
+        assert_eq!(filter_order(8, 1), 2);
+        assert_eq!(filter_order(3, 1), 1);
+        assert_eq!(filter_order(1000, 1), 6);
+        assert_eq!(filter_order(1, 512), 0);
+    }
+
+    #[test]
+    fn layout_has_one_word_at_the_top() {
+        let layout = SummaryLayout::new(1);
+        assert_eq!((layout.levels, layout.per_order), (1, 1));
+        let layout = SummaryLayout::new(64 * 64 + 1);
+        assert_eq!(layout.levels, 3);
+        assert_eq!(layout.len[..3], [65, 2, 1]);
+    }
+
+    #[test]
+    fn search_matches_a_bit_by_bit_scan_on_random_maps() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15;
+        for round in 0..300 {
+            let pages = 1 + (xorshift(&mut seed) % 700) as usize;
+            let base_word = xorshift(&mut seed) % 4;
+            let mut owned = Owned::new(pages);
+            let mut map = owned.map(base_word);
+            let density = xorshift(&mut seed) % 100;
+            for bit in 0..pages {
+                if xorshift(&mut seed) % 100 >= density {
+                    map.set(bit, 1, true);
+                }
+            }
+            assert!(map.summaries_agree(), "round {round}");
+            for _ in 0..20 {
+                let count = 1 + (xorshift(&mut seed) % 140) as usize;
+                let align = 1 << (xorshift(&mut seed) % 9);
+                let limit = (xorshift(&mut seed) as usize % (pages + 64)).max(1);
+                let req = Request { count, align, limit };
+                assert_eq!(
+                    map.find(req),
+                    first_fit_by_scan(&map, req, base_word),
+                    "round {round}: {req:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn set_and_clear_keep_summaries_in_step() {
+        let mut owned = Owned::new(64 * 64 * 3);
+        let mut map = owned.map(0);
+        map.set(5, 5000, true);
+        assert!(map.summaries_agree());
+        map.set(70, 130, false);
+        map.set(4096, 1, false);
+        assert!(map.summaries_agree());
+        assert_eq!(map.count_free(), 5000 - 131);
+        assert_eq!(map.largest_run(), 4096 - 200);
+        map.set(70, 130, true);
+        map.set(4096, 1, true);
+        assert_eq!(map.largest_run(), 5000);
+        assert!(map.summaries_agree());
+    }
+
+    /// Marks `percent_used` percent of the map at random, leaving free pages.
+    fn random_map(owned: &mut Owned, pages: usize, percent_used: u64) -> FreeMap<'_> {
+        let mut map = owned.map(0);
+        let mut seed = 0x2545_F491_4F6C_DD1D;
+        for word in 0..pages / BITS {
+            let mut free = 0;
+            for bit in 0..BITS {
+                if xorshift(&mut seed) % 100 >= percent_used {
+                    free |= 1 << bit;
+                }
+            }
+            map.store(word, free);
+        }
+        map
+    }
+
+    fn reads_of(map: &FreeMap, req: Request) -> u64 {
+        let before = map.words_read();
+        assert!(map.find(req).is_some());
+        map.words_read() - before
+    }
+
+    #[test]
+    fn single_page_search_at_90_percent_reads_a_few_words_at_1_gib_and_64_gib() {
+        for pages in [1 << 18, 1 << 24] {
+            let mut owned = Owned::new(pages);
+            let map = random_map(&mut owned, pages, 90);
+            let req = Request {
+                count: 1,
+                align: 1,
+                limit: pages,
+            };
+            let reads = reads_of(&map, req);
+            assert!(reads <= 8, "{pages} pages: {reads} words read");
+        }
+    }
+
+    #[test]
+    fn single_page_search_with_free_pages_only_at_the_end_stays_bounded() {
+        for pages in [1 << 18, 1 << 24] {
+            let mut owned = Owned::new(pages);
+            let mut map = owned.map(0);
+            map.set(pages - pages / 10, pages / 10, true);
+            let req = Request {
+                count: 1,
+                align: 1,
+                limit: pages,
+            };
+            let reads = reads_of(&map, req);
+            assert!(reads <= 8, "{pages} pages: {reads} words read");
+        }
+    }
+
+    #[test]
+    fn aligned_eight_page_search_at_50_percent_reads_a_few_words_at_1_gib_and_64_gib() {
+        for pages in [1 << 18, 1 << 24] {
+            let mut owned = Owned::new(pages);
+            let map = random_map(&mut owned, pages, 50);
+            let req = Request {
+                count: 8,
+                align: 8,
+                limit: pages,
+            };
+            let reads = reads_of(&map, req);
+            assert!(reads <= 8, "{pages} pages: {reads} words read");
+        }
+    }
+}

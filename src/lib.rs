@@ -1,0 +1,83 @@
+//! # kpalloc: a refcounted bitmap page allocator for kernels
+//!
+//! kpalloc manages physical memory in 4 KiB pages for C and Rust kernels.
+//! Memory is handed over as regions; each keeps its metadata (a free
+//! bitmap with search summaries, and a 32-bit slot per page for the
+//! reference count or block length) in its own first pages, so kpalloc
+//! needs no heap and no fixed table, and never touches a page before it is
+//! allocated.
+//!
+//! | | Rust | C (`include/kpalloc.h`) |
+//! |---|---|---|
+//! | set up | [`Allocator::new`] / [`ffi::page_init`] | `page_init(&cfg)` |
+//! | add memory | [`Allocator::add_region`] | `page_region_add(start, end, PAGE_POOL_KERNEL)` |
+//! | allocate | [`Page::new`], [`ContigPages::new_with_align`], [`Allocator::alloc`] | `page_alloc(n, flags)`, `page_alloc_aligned(n, align, flags)` |
+//! | share | `Clone` | `page_get(p)` |
+//! | release | `Drop` | `page_put(p)` / `page_free(p)` |
+//! | split a block | [`ContigPages::split`] | `page_split(p)` |
+//! | frames for page tables | [`Frames`] (`x86_64::FrameAllocator`) | `page_alloc(1, PAGE_ALLOC_ZERO)` |
+//!
+//! Every misuse (double free, interior page, shared block, unmanaged
+//! address, ...) returns its own [`PageStatus`] and changes nothing, in
+//! release builds too.
+//!
+//! The core (`freemap`, `region`, [`allocator`]) is safe Rust; raw memory
+//! is touched only in `raw`, the C ABI lives in [`ffi`], the lock-guarded
+//! metadata cell in `sync`.
+
+#![no_std]
+#![warn(missing_docs)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod allocator;
+pub mod ffi;
+mod freemap;
+mod message;
+mod pages;
+mod raw;
+mod region;
+pub mod status;
+mod sync;
+pub mod types;
+
+pub use allocator::{Allocator, Config, Hooks, NoHooks, PageStats};
+pub use ffi::{global, CHooks, PageConfig};
+pub use pages::{ContigPages, Frames, Page, PageRef, SplitPages};
+pub use status::PageStatus;
+pub use types::{AllocFlags, Pfn, Pool, KPALLOC_PAGE_SIZE};
+
+/// The crate's version, also in the header as `KPALLOC_VERSION_*`.
+pub const KPALLOC_VERSION_MAJOR: u32 = 0;
+/// See [`KPALLOC_VERSION_MAJOR`].
+pub const KPALLOC_VERSION_MINOR: u32 = 1;
+/// See [`KPALLOC_VERSION_MAJOR`].
+pub const KPALLOC_VERSION_PATCH: u32 = 0;
+
+/// Without std (the C library, kernels) a panic can only be an internal bug:
+/// it goes to the kernel's panic hook with a fixed message, then halts.
+#[cfg(not(feature = "std"))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    if let Some(allocator) = global() {
+        allocator.hooks().panic(c"kpalloc: internal error");
+    }
+    raw::halt()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_constants_match_the_package() {
+        let mut parts = env!("CARGO_PKG_VERSION")
+            .split('.')
+            .map(|part| part.parse::<u32>().unwrap());
+        let version = [
+            super::KPALLOC_VERSION_MAJOR,
+            super::KPALLOC_VERSION_MINOR,
+            super::KPALLOC_VERSION_PATCH,
+        ];
+        assert!(version.iter().all(|&n| Some(n) == parts.next()));
+    }
+}

@@ -1,0 +1,359 @@
+//! A region of physical memory and the metadata at its front: the
+//! [`Region`] header, the table of all regions, the free bitmap with its
+//! summaries, and one 32-bit slot per page.
+
+#![deny(unsafe_code)]
+
+use core::mem::{align_of, size_of};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::freemap::{FreeMap, Request, SummaryLayout};
+use crate::status::PageStatus;
+use crate::sync::LockedBy;
+use crate::types::{Pfn, Pool, KPALLOC_PAGE_SIZE, PAGE_REFCOUNT_MAX};
+
+/// Bitmap bits per word; bit 0 of a region's bitmap has a frame number
+/// that is a multiple of this.
+const WORD_PAGES: u64 = 64;
+/// Slot tag of an interior (non-head) page; the low bits hold the block's
+/// length in pages.
+const INTERIOR: u32 = 0x8000_0000;
+/// Largest block: its length must fit beside the interior tag.
+pub(crate) const MAX_BLOCK_PAGES: usize = PAGE_REFCOUNT_MAX as usize;
+
+/// What a page's slot says about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// Free (the bitmap agrees).
+    Free,
+    /// First page of an allocated block, with the block's reference count.
+    Head(u32),
+    /// Later page of an allocated block of this many pages.
+    Interior(usize),
+}
+
+impl Slot {
+    #[inline]
+    pub(crate) fn decode(raw: u32) -> Slot {
+        if raw == 0 {
+            Slot::Free
+        } else if raw & INTERIOR == 0 {
+            Slot::Head(raw)
+        } else {
+            Slot::Interior((raw & !INTERIOR) as usize)
+        }
+    }
+
+    pub(crate) fn interior(block_pages: usize) -> u32 {
+        debug_assert!(block_pages <= MAX_BLOCK_PAGES);
+        INTERIOR | block_pages as u32
+    }
+}
+
+/// The parts of a region that change under the allocator's lock.
+pub(crate) struct RegionState {
+    pub(crate) map: FreeMap<'static>,
+    pub(crate) free_pages: u64,
+    /// No free run is longer than this (an upper bound, kept cheaply), so
+    /// requests above it skip the region without searching.
+    pub(crate) run_bound: u64,
+}
+
+impl RegionState {
+    /// Finds and claims the first run of `count` pages aligned to `align`
+    /// that ends at or below frame `limit`; returns its first bit.
+    pub(crate) fn take_run(&mut self, region: &Region, count: usize, align: usize, limit: Pfn) -> Option<usize> {
+        if self.free_pages < count as u64 || self.run_bound < count as u64 || limit <= region.usable {
+            return None;
+        }
+        let (_, end_bit) = region.usable_bits();
+        let limit_bit = if limit < region.end {
+            (limit.0 - region.base.0) as usize
+        } else {
+            end_bit
+        };
+        let Some(bit) = self.map.find(Request {
+            count,
+            align,
+            limit: limit_bit,
+        }) else {
+            if align == 1 && limit_bit == end_bit {
+                // Nothing this long is free here: skip the region until a free
+                // makes a longer run possible.
+                self.run_bound = count as u64 - 1;
+            }
+            return None;
+        };
+        self.claim(region, bit, count);
+        Some(bit)
+    }
+
+    /// Claims exactly `count` pages from `bit`: `EBUSY` if any is in use.
+    pub(crate) fn take_exact(&mut self, region: &Region, bit: usize, count: usize) -> Result<(), PageStatus> {
+        if !self.map.all(bit, count, true) {
+            return Err(PageStatus::EBUSY);
+        }
+        self.claim(region, bit, count);
+        Ok(())
+    }
+
+    fn claim(&mut self, region: &Region, bit: usize, count: usize) {
+        self.map.set(bit, count, false);
+        self.free_pages -= count as u64;
+        let interior = Slot::interior(count);
+        for slot in &region.slots[bit + 1..bit + count] {
+            slot.store(interior, Ordering::Relaxed);
+        }
+        // Published last: a lock-free get that sees the head sees the block.
+        region.slots[bit].store(1, Ordering::Release);
+    }
+
+    /// Returns the block of `pages` pages headed at `bit` (whose count the
+    /// caller has already taken to zero) to the free pages.
+    pub(crate) fn release(&mut self, region: &Region, bit: usize, pages: usize) {
+        for slot in &region.slots[bit + 1..bit + pages] {
+            slot.store(0, Ordering::Relaxed);
+        }
+        self.map.set(bit, pages, true);
+        self.free_pages += pages as u64;
+        // The freed run may join free runs on both sides.
+        self.run_bound = (self.run_bound.saturating_mul(2) + pages as u64).min(self.free_pages);
+    }
+
+    /// Checks this region's metadata; returns the used page count, or the
+    /// first bit that disagrees.
+    pub(crate) fn check(&self, region: &Region) -> Result<u64, usize> {
+        if !self.map.summaries_agree() {
+            return Err(0);
+        }
+        let (first, end) = region.usable_bits();
+        let mut used = 0;
+        let mut bit = 0;
+        while bit < region.slots.len() {
+            let usable = first <= bit && bit < end;
+            let free = self.map.is_free(bit);
+            match region.slot(bit) {
+                Slot::Free if free == usable => bit += 1,
+                Slot::Head(_) if usable && !free => {
+                    let pages = region.block_pages(bit);
+                    let body_ok = bit + pages <= end
+                        && (bit + 1..bit + pages)
+                            .all(|page| region.slot(page) == Slot::Interior(pages) && !self.map.is_free(page));
+                    if !body_ok {
+                        return Err(bit);
+                    }
+                    used += pages as u64;
+                    bit += pages;
+                }
+                _ => return Err(bit),
+            }
+        }
+        let free = (end - first) as u64 - used;
+        if free != self.free_pages
+            || self.map.count_free() as u64 != free
+            || (self.map.largest_run() as u64) > self.run_bound
+        {
+            return Err(first);
+        }
+        Ok(used)
+    }
+}
+
+/// A region's header, written at the start of its first page. Immutable
+/// once published, except through its slots (atomics) and its locked state.
+pub(crate) struct Region {
+    /// First page of the region, where its metadata starts.
+    pub(crate) start: Pfn,
+    /// First page handed out by the allocator (after the metadata).
+    pub(crate) usable: Pfn,
+    /// One past the last page.
+    pub(crate) end: Pfn,
+    /// Frame number of bitmap bit 0 and slot 0: `usable` rounded down to 64.
+    pub(crate) base: Pfn,
+    pub(crate) pool: Pool,
+    /// One per bitmap bit: [`Slot`] encoded; atomics so that `get` and `put`
+    /// work without the lock.
+    pub(crate) slots: &'static [AtomicU32],
+    pub(crate) state: LockedBy<RegionState>,
+}
+
+impl Region {
+    pub(crate) fn total_pages(&self) -> u64 {
+        self.end.0 - self.start.0
+    }
+
+    pub(crate) fn meta_pages(&self) -> u64 {
+        self.usable.0 - self.start.0
+    }
+
+    /// The bit of a usable page, or `ENOTMANAGED` for metadata and outside.
+    #[inline]
+    pub(crate) fn bit_of(&self, pfn: Pfn) -> Result<usize, PageStatus> {
+        if self.usable <= pfn && pfn < self.end {
+            Ok((pfn.0 - self.base.0) as usize)
+        } else {
+            Err(PageStatus::ENOTMANAGED)
+        }
+    }
+
+    #[inline]
+    pub(crate) fn pfn_of(&self, bit: usize) -> Pfn {
+        self.base.add(bit as u64)
+    }
+
+    /// The first and one-past-last usable bits.
+    pub(crate) fn usable_bits(&self) -> (usize, usize) {
+        (
+            (self.usable.0 - self.base.0) as usize,
+            (self.end.0 - self.base.0) as usize,
+        )
+    }
+
+    #[inline]
+    pub(crate) fn slot(&self, bit: usize) -> Slot {
+        Slot::decode(self.slots[bit].load(Ordering::Acquire))
+    }
+
+    /// Length of the allocated block headed at `bit`.
+    #[inline]
+    pub(crate) fn block_pages(&self, head: usize) -> usize {
+        match self
+            .slots
+            .get(head + 1)
+            .map(|s| Slot::decode(s.load(Ordering::Relaxed)))
+        {
+            Some(Slot::Interior(pages)) => pages,
+            _ => 1,
+        }
+    }
+}
+
+/// Every region of an allocator, sorted by address; each new region carries
+/// a new table in its own metadata, and the newest table is the current one.
+pub(crate) struct RegionTable {
+    pub(crate) regions: &'static [&'static Region],
+}
+
+impl RegionTable {
+    /// The region whose pages (metadata included) contain `pfn`.
+    #[inline]
+    pub(crate) fn find(&self, pfn: Pfn) -> Option<&'static Region> {
+        let after = self.regions.partition_point(|r| r.start <= pfn);
+        let region = *self.regions.get(after.checked_sub(1)?)?;
+        (pfn < region.end).then_some(region)
+    }
+}
+
+/// Where everything goes in a new region's metadata, in bytes from the
+/// region's first byte.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RegionLayout {
+    pub(crate) start: Pfn,
+    pub(crate) usable: Pfn,
+    pub(crate) end: Pfn,
+    pub(crate) base: Pfn,
+    pub(crate) words: usize,
+    pub(crate) summary_words: usize,
+    pub(crate) table_len: usize,
+    pub(crate) table_at: usize,
+    pub(crate) table_entries_at: usize,
+    pub(crate) words_at: usize,
+    pub(crate) summary_at: usize,
+    pub(crate) slots_at: usize,
+    pub(crate) meta_bytes: usize,
+}
+
+const fn align_up(offset: usize, align: usize) -> usize {
+    offset.next_multiple_of(align)
+}
+
+impl RegionLayout {
+    /// Lays out a region of pages `[start, end)` that will be region number
+    /// `table_len` (counting from 1). `ETOOSMALL` if the metadata leaves no
+    /// usable page.
+    pub(crate) fn new(start: Pfn, end: Pfn, table_len: usize) -> Result<RegionLayout, PageStatus> {
+        // The metadata size shrinks (or stays) as it grows, since it covers
+        // fewer pages: iterate to the fixed point from zero metadata pages.
+        let mut meta_pages = 0;
+        loop {
+            let layout = Self::with_meta_pages(start, end, table_len, meta_pages)?;
+            let needed = layout.meta_bytes.div_ceil(KPALLOC_PAGE_SIZE) as u64;
+            if needed <= meta_pages {
+                return Ok(layout);
+            }
+            meta_pages = needed;
+        }
+    }
+
+    fn with_meta_pages(start: Pfn, end: Pfn, table_len: usize, meta_pages: u64) -> Result<RegionLayout, PageStatus> {
+        let usable = start.add(meta_pages);
+        if usable >= end {
+            return Err(PageStatus::ETOOSMALL);
+        }
+        let base = Pfn(usable.0 / WORD_PAGES * WORD_PAGES);
+        let words = (end.0 - base.0).div_ceil(WORD_PAGES) as usize;
+        let summary_words = SummaryLayout::new(words).words();
+        let table_at = align_up(size_of::<Region>(), align_of::<RegionTable>());
+        let table_entries_at = align_up(table_at + size_of::<RegionTable>(), align_of::<&Region>());
+        let words_at = align_up(table_entries_at + table_len * size_of::<&Region>(), align_of::<u64>());
+        let summary_at = words_at + words * size_of::<u64>();
+        let slots_at = summary_at + summary_words * size_of::<u64>();
+        let meta_bytes = slots_at + words * WORD_PAGES as usize * size_of::<AtomicU32>();
+        Ok(RegionLayout {
+            start,
+            usable,
+            end,
+            base,
+            words,
+            summary_words,
+            table_len,
+            table_at,
+            table_entries_at,
+            words_at,
+            summary_at,
+            slots_at,
+            meta_bytes,
+        })
+    }
+
+    pub(crate) fn slots(&self) -> usize {
+        self.words * WORD_PAGES as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_encode_free_heads_and_interiors() {
+        assert_eq!(Slot::decode(0), Slot::Free);
+        assert_eq!(Slot::decode(1), Slot::Head(1));
+        assert_eq!(Slot::decode(PAGE_REFCOUNT_MAX), Slot::Head(PAGE_REFCOUNT_MAX));
+        assert_eq!(Slot::decode(Slot::interior(512)), Slot::Interior(512));
+        assert_eq!(
+            Slot::decode(Slot::interior(MAX_BLOCK_PAGES)),
+            Slot::Interior(MAX_BLOCK_PAGES)
+        );
+    }
+
+    #[test]
+    fn metadata_costs_about_four_bytes_and_an_eighth_per_page() {
+        let pages = 1u64 << 18; // 1 GiB
+        let layout = RegionLayout::new(Pfn(256), Pfn(256 + pages), 1).unwrap();
+        let per_page = layout.meta_bytes as f64 / pages as f64;
+        assert!(per_page < 4.2, "{per_page} bytes per page");
+        assert_eq!(
+            layout.usable.0 - layout.start.0,
+            layout.meta_bytes.div_ceil(4096) as u64
+        );
+        assert!(layout.base.0 % 64 == 0 && layout.base <= layout.usable);
+    }
+
+    #[test]
+    fn a_region_needs_room_for_metadata_and_one_page() {
+        assert_eq!(RegionLayout::new(Pfn(0), Pfn(1), 1).unwrap_err(), PageStatus::ETOOSMALL);
+        let two = RegionLayout::new(Pfn(0), Pfn(2), 1).unwrap();
+        assert_eq!(two.usable, Pfn(1));
+    }
+}

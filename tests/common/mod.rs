@@ -1,0 +1,60 @@
+//! Memory that stands for physical memory in tests: a leaked, page-aligned
+//! buffer whose first byte is physical address `phys_base`.
+#![allow(dead_code)]
+
+use std::alloc::{alloc_zeroed, Layout};
+
+use kpalloc::{Allocator, Config, NoHooks, Pool};
+use x86_64::PhysAddr;
+
+pub const PAGE: u64 = 4096;
+
+pub struct TestMemory {
+    pub phys_base: u64,
+    pub bytes: u64,
+    pub phys_offset: u64,
+}
+
+impl TestMemory {
+    /// `pages` pages standing for physical memory from `phys_base`.
+    pub fn new(phys_base: u64, pages: u64) -> Self {
+        let bytes = pages * PAGE;
+        let layout = Layout::from_size_align(bytes as usize, PAGE as usize).unwrap();
+        // Leaked: regions belong to their allocator for the rest of the program.
+        let buffer = unsafe { alloc_zeroed(layout) };
+        assert!(!buffer.is_null());
+        let addr = buffer.expose_provenance() as u64;
+        TestMemory {
+            phys_base,
+            bytes,
+            phys_offset: addr.wrapping_sub(phys_base),
+        }
+    }
+
+    pub fn allocator(&self) -> Allocator<NoHooks> {
+        Allocator::new(
+            Config {
+                phys_offset: self.phys_offset,
+            },
+            NoHooks,
+        )
+    }
+
+    pub fn pa(&self, offset_pages: u64) -> PhysAddr {
+        PhysAddr::new(self.phys_base + offset_pages * PAGE)
+    }
+
+    /// Adds pages `[from, to)` of this memory as a region.
+    pub fn add(
+        &self,
+        allocator: &Allocator<impl kpalloc::Hooks>,
+        from: u64,
+        to: u64,
+        pool: Pool,
+    ) -> Result<(), kpalloc::PageStatus> {
+        assert!(to * PAGE <= self.bytes);
+        // SAFETY: the range is inside this leaked buffer, and each test adds
+        // a page of it to at most one region.
+        unsafe { allocator.add_region(self.pa(from), self.pa(to), pool) }
+    }
+}
