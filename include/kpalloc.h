@@ -72,6 +72,13 @@
 #define PAGE_POOL_USER 1
 
 /**
+ * Debug flag (`page_config.debug`): freed pages are filled with 0xAA, and
+ * the pattern is checked when they are allocated again; a write after free
+ * is reported as `PAGE_ECORRUPT` through `on_misuse` with the page.
+ */
+#define PAGE_DEBUG_POISON 1
+
+/**
  * The largest reference count a block can have; `page_get` beyond it
  * returns `PAGE_EOVERFLOW`.
  */
@@ -407,6 +414,25 @@ void *page_from_pa(uint64_t pa);
  * `out` is NULL or valid for writing a `page_stats`.
  */
 page_status page_stats_get(struct page_stats *out);
+
+/**
+ * Lets the next `successes` allocations (`page_alloc*`) succeed, then
+ * fails every later one as if memory had run out, until `page_fail_off`:
+ * for testing a kernel's out-of-memory paths. Any context.
+ */
+page_status page_fail_after(uint64_t successes);
+
+/**
+ * Fails every `n`-th allocation (`page_alloc*`) from now on as if memory
+ * had run out, until `page_fail_off`. Returns `PAGE_OK`; `PAGE_EINVAL`
+ * for 0; `PAGE_EUNINIT`. Any context.
+ */
+page_status page_fail_every(uint64_t n);
+
+/**
+ * Stops the failures scheduled by `page_fail_after` / `page_fail_every`.
+ */
+page_status page_fail_off(void);
 
 /**
  * Verifies all of kpalloc's metadata: bitmaps, summaries, reference

@@ -13,7 +13,7 @@ use crate::message::Message;
 use crate::region::{Region, RegionLayout, RegionTable, Slot, MAX_BLOCK_PAGES};
 use crate::status::PageStatus;
 use crate::sync::{LockToken, Published};
-use crate::types::{AllocFlags, Pfn, Pool, KPALLOC_PAGE_SIZE};
+use crate::types::{AllocFlags, Pfn, Pool, KPALLOC_PAGE_SIZE, PAGE_DEBUG_POISON};
 
 /// First frame at or above 4 GiB: `PAGE_ALLOC_DMA32` blocks end below it.
 const DMA32_LIMIT: Pfn = Pfn::containing(1 << 32);
@@ -79,6 +79,56 @@ pub struct PageStats {
 pub struct Config {
     /// Kernel virtual address = physical address + `phys_offset`.
     pub phys_offset: u64,
+    /// `PAGE_DEBUG_*` bits.
+    pub debug: u32,
+}
+
+/// Byte written over freed pages under `PAGE_DEBUG_POISON`.
+const POISON_BYTE: u8 = 0xAA;
+
+/// A block just claimed under the lock.
+struct Claimed {
+    pa: PhysAddr,
+    /// A page whose poison pattern was overwritten while it was free.
+    overwritten: Option<PhysAddr>,
+}
+
+/// Scheduled allocation failures (`page_fail_after`, `page_fail_every`),
+/// for testing a kernel's out-of-memory paths. Disarmed, it costs one
+/// predictable branch.
+#[derive(Clone, Copy, Debug, Default)]
+struct FaultPlan {
+    armed: bool,
+    /// Allocations still allowed to succeed before all fail (`after`).
+    successes_left: Option<u64>,
+    /// Every n-th allocation fails (0: no such rule).
+    every: u64,
+    calls: u64,
+}
+
+impl FaultPlan {
+    #[inline]
+    fn fail_now(&mut self) -> bool {
+        if !self.armed {
+            return false;
+        }
+        self.fail_scheduled()
+    }
+
+    #[cold]
+    fn fail_scheduled(&mut self) -> bool {
+        self.calls += 1;
+        let every = self.every != 0 && self.calls % self.every == 0;
+        let after = match &mut self.successes_left {
+            Some(0) => true,
+            Some(left) => {
+                *left -= 1;
+                false
+            }
+            None => false,
+        };
+        every || after
+    }
 }
 
 /// The counters the lock guards, and the lock's identity.
@@ -91,6 +141,7 @@ struct Inner {
     high_water_pages: u64,
     failed_allocs: u64,
     regions: u64,
+    faults: FaultPlan,
 }
 
 impl LockToken for Inner {
@@ -128,6 +179,7 @@ impl<H: Hooks> Allocator<H> {
                 high_water_pages: 0,
                 failed_allocs: 0,
                 regions: 0,
+                faults: FaultPlan::default(),
             }),
             table: Published::empty(),
             misuse_reports: AtomicU64::new(0),
@@ -154,7 +206,7 @@ impl<H: Hooks> Allocator<H> {
     }
 
     /// Counts and reports a refused call (misuse only; exhaustion is quiet).
-    pub(crate) fn refuse<T>(&self, status: PageStatus, addr: usize) -> Result<T, PageStatus> {
+    pub(crate) fn report<T>(&self, status: PageStatus, addr: usize) -> Result<T, PageStatus> {
         if status.is_misuse() {
             self.misuse_reports.fetch_add(1, Ordering::Relaxed);
             self.hooks.on_misuse(status, addr);
@@ -165,7 +217,7 @@ impl<H: Hooks> Allocator<H> {
     /// Passes `result` through, reporting it if it is a refusal.
     #[inline]
     fn checked<T>(&self, result: Result<T, PageStatus>, addr: usize) -> Result<T, PageStatus> {
-        result.or_else(|status| self.refuse(status, addr))
+        result.or_else(|status| self.report(status, addr))
     }
 
     /// The kernel virtual address of physical address `pa`.
@@ -229,16 +281,45 @@ impl<H: Hooks> Allocator<H> {
     /// page number is a multiple of `align` (a power of two), with one
     /// reference. Lowest address first, the regions in address order.
     pub fn alloc(&self, count: usize, align: usize, flags: AllocFlags) -> Result<PhysAddr, PageStatus> {
-        let result = self.take(count, align, flags);
-        match result {
-            Ok(pa) => {
+        let taken = self.take(count, align, flags);
+        self.finish_alloc(taken, count, flags, 0)
+    }
+
+    /// Allocates exactly the `count` pages from `pa` (to reserve firmware or
+    /// kernel-image pages): `EBUSY` if one of them is in use.
+    pub fn alloc_at(&self, pa: PhysAddr, count: usize, flags: AllocFlags) -> Result<(), PageStatus> {
+        let taken = self.take_at(pa, count, flags);
+        self.finish_alloc(taken, count, flags, self.kva(pa)).map(drop)
+    }
+
+    /// Outside the lock: reports a poison mismatch and zero-fills a new
+    /// block, or reports a refusal (and panics for `PAGE_ALLOC_ASSERT`).
+    fn finish_alloc(
+        &self,
+        taken: Result<Claimed, PageStatus>,
+        count: usize,
+        flags: AllocFlags,
+        addr: usize,
+    ) -> Result<PhysAddr, PageStatus> {
+        match taken {
+            Ok(Claimed { pa, overwritten }) => {
+                if let Some(page) = overwritten {
+                    // A write after free: report it, then hand the block out.
+                    let _ = self.report::<()>(PageStatus::ECORRUPT, self.kva(page));
+                }
                 if flags.contains(AllocFlags::ZERO) {
-                    self.zero(pa, count);
+                    #[allow(unsafe_code)]
+                    // SAFETY: the block was just allocated to this caller, who
+                    // has not seen it yet; it lies in a region whose memory
+                    // add_region's caller gave us.
+                    unsafe {
+                        crate::raw::fill(self.kva(pa), count * KPALLOC_PAGE_SIZE, 0)
+                    };
                 }
                 Ok(pa)
             }
             Err(status) => {
-                let refused = self.refuse(status, 0);
+                let refused = self.report(status, addr);
                 if flags.contains(AllocFlags::ASSERT) {
                     self.panic_for(count, flags.bits());
                 }
@@ -247,7 +328,7 @@ impl<H: Hooks> Allocator<H> {
         }
     }
 
-    fn take(&self, count: usize, align: usize, flags: AllocFlags) -> Result<PhysAddr, PageStatus> {
+    fn take(&self, count: usize, align: usize, flags: AllocFlags) -> Result<Claimed, PageStatus> {
         if count == 0 || !align.is_power_of_two() {
             return Err(PageStatus::EINVAL);
         }
@@ -258,21 +339,18 @@ impl<H: Hooks> Allocator<H> {
             Pfn(u64::MAX)
         };
         self.locked(|inner| {
-            let regions = self.table.load().map_or(&[][..], |table| table.regions);
-            let found = regions
-                .iter()
-                .filter(|r| r.pool == pool && count <= MAX_BLOCK_PAGES)
-                .find_map(|region| {
-                    let bit = region.state.get(inner).take_run(region, count, align, limit)?;
-                    Some(region.pfn_of(bit))
-                });
+            let found = if inner.faults.fail_now() || count > MAX_BLOCK_PAGES {
+                None
+            } else {
+                let regions = self.table.load().map_or(&[][..], |table| table.regions);
+                regions.iter().filter(|r| r.pool == pool).find_map(|region| {
+                    let bit = region.state.get(inner).find_run(region, count, align, limit)?;
+                    Some((*region, bit))
+                })
+            };
             match found {
-                Some(pfn) => {
-                    inner.used_pages += count as u64;
-                    inner.high_water_pages = inner.high_water_pages.max(inner.used_pages);
-                    Ok(PhysAddr::new(pfn.pa()))
-                }
-                _ => {
+                Some((region, bit)) => Ok(self.claim(inner, region, bit, count)),
+                None => {
                     inner.failed_allocs += 1;
                     Err(PageStatus::ENOMEM)
                 }
@@ -280,28 +358,7 @@ impl<H: Hooks> Allocator<H> {
         })
     }
 
-    /// Allocates exactly the `count` pages from `pa` (to reserve firmware or
-    /// kernel-image pages): `EBUSY` if one of them is in use.
-    pub fn alloc_at(&self, pa: PhysAddr, count: usize, flags: AllocFlags) -> Result<(), PageStatus> {
-        let result = self.take_at(pa, count, flags);
-        match result {
-            Ok(()) => {
-                if flags.contains(AllocFlags::ZERO) {
-                    self.zero(pa, count);
-                }
-                Ok(())
-            }
-            Err(status) => {
-                let refused = self.refuse(status, self.kva(pa));
-                if flags.contains(AllocFlags::ASSERT) {
-                    self.panic_for(count, flags.bits());
-                }
-                refused
-            }
-        }
-    }
-
-    fn take_at(&self, pa: PhysAddr, count: usize, flags: AllocFlags) -> Result<(), PageStatus> {
+    fn take_at(&self, pa: PhysAddr, count: usize, flags: AllocFlags) -> Result<Claimed, PageStatus> {
         let pfn = Pfn::at(pa.as_u64()).ok_or(PageStatus::EINVAL)?;
         if count == 0 || count > MAX_BLOCK_PAGES {
             return Err(PageStatus::EINVAL);
@@ -315,27 +372,48 @@ impl<H: Hooks> Allocator<H> {
             return Err(PageStatus::EINVAL);
         }
         self.locked(|inner| {
-            region.state.get(inner).take_exact(region, bit, count)?;
-            inner.used_pages += count as u64;
-            inner.high_water_pages = inner.high_water_pages.max(inner.used_pages);
-            Ok(())
+            if !region.state.get(inner).is_free_run(bit, count) {
+                return Err(PageStatus::EBUSY);
+            }
+            Ok(self.claim(inner, region, bit, count))
         })
     }
 
-    fn zero(&self, pa: PhysAddr, count: usize) {
-        #[allow(unsafe_code)]
-        // SAFETY: the block was just allocated to this caller, who has not
-        // seen it yet; it lies in a region whose memory add_region's caller
-        // gave us.
-        unsafe {
-            crate::raw::fill(self.kva(pa), count * KPALLOC_PAGE_SIZE, 0)
-        };
+    /// Under the lock: makes the free run at `bit` a block, after checking
+    /// its poison pattern.
+    fn claim(&self, inner: &mut Inner, region: &'static Region, bit: usize, count: usize) -> Claimed {
+        let overwritten = self.find_overwritten(region, bit, count);
+        region.state.get(inner).claim(region, bit, count);
+        inner.used_pages += count as u64;
+        inner.high_water_pages = inner.high_water_pages.max(inner.used_pages);
+        Claimed {
+            pa: PhysAddr::new(region.pfn_of(bit).pa()),
+            overwritten,
+        }
+    }
+
+    /// With `PAGE_DEBUG_POISON`: the first poisoned page of the free run
+    /// whose pattern was overwritten since it was freed.
+    fn find_overwritten(&self, region: &Region, bit: usize, count: usize) -> Option<PhysAddr> {
+        if self.config.debug & PAGE_DEBUG_POISON == 0 {
+            return None;
+        }
+        (bit..bit + count)
+            .filter(|&page| region.slot(page) == Slot::Free { poisoned: true })
+            .map(|page| PhysAddr::new(region.pfn_of(page).pa()))
+            .find(|&pa| {
+                #[allow(unsafe_code)]
+                // SAFETY: a free page of a region we manage, which nobody may
+                // use; read under the lock, before it is handed out.
+                let bytes = unsafe { crate::raw::block_bytes(self.kva(pa), KPALLOC_PAGE_SIZE) };
+                bytes.iter().any(|&byte| byte != POISON_BYTE)
+            })
     }
 
     /// Refuses an allocation whose flags have unknown bits (`EINVAL`),
     /// still honouring `PAGE_ALLOC_ASSERT` among them.
     pub(crate) fn refuse_flags<T>(&self, count: usize, flags: u32, addr: usize) -> Result<T, PageStatus> {
-        let refused = self.refuse(PageStatus::EINVAL, addr);
+        let refused = self.report(PageStatus::EINVAL, addr);
         if flags & AllocFlags::ASSERT.bits() != 0 {
             self.panic_for(count, flags);
         }
@@ -385,7 +463,7 @@ impl<H: Hooks> Allocator<H> {
             let mut raw = slot.load(Ordering::Acquire);
             loop {
                 let count = match Slot::decode(raw) {
-                    Slot::Free => return Err(PageStatus::ENOTALLOCATED),
+                    Slot::Free { .. } => return Err(PageStatus::ENOTALLOCATED),
                     Slot::Interior(_) => return Err(PageStatus::ENOTHEAD),
                     Slot::Head(crate::types::PAGE_REFCOUNT_MAX) => return Err(PageStatus::EOVERFLOW),
                     Slot::Head(count) => count,
@@ -407,7 +485,7 @@ impl<H: Hooks> Allocator<H> {
             let mut raw = slot.load(Ordering::Acquire);
             loop {
                 match Slot::decode(raw) {
-                    Slot::Free => return Err(PageStatus::ENOTALLOCATED),
+                    Slot::Free { .. } => return Err(PageStatus::ENOTALLOCATED),
                     Slot::Interior(_) => return Err(PageStatus::ENOTHEAD),
                     Slot::Head(1) => {
                         if self.release_if_sole(region, bit)? {
@@ -434,7 +512,7 @@ impl<H: Hooks> Allocator<H> {
             let slot = &region.slots[bit];
             loop {
                 match Slot::decode(slot.load(Ordering::Acquire)) {
-                    Slot::Free => return Err(PageStatus::ENOTALLOCATED),
+                    Slot::Free { .. } => return Err(PageStatus::ENOTALLOCATED),
                     Slot::Interior(_) => return Err(PageStatus::ENOTHEAD),
                     Slot::Head(1) => {
                         // A lock-free get may race us to the count.
@@ -446,7 +524,20 @@ impl<H: Hooks> Allocator<H> {
                 }
             }
             let pages = region.block_pages(bit);
-            region.state.get(inner).release(region, bit, pages);
+            let poison = self.config.debug & PAGE_DEBUG_POISON != 0;
+            if poison {
+                #[allow(unsafe_code)]
+                // SAFETY: the block's last reference is gone and its pages
+                // are not free yet: nobody may touch them but us.
+                unsafe {
+                    crate::raw::fill(
+                        self.kva(PhysAddr::new(region.pfn_of(bit).pa())),
+                        pages * KPALLOC_PAGE_SIZE,
+                        POISON_BYTE,
+                    )
+                };
+            }
+            region.state.get(inner).release(region, bit, pages, poison);
             inner.used_pages -= pages as u64;
             Ok(true)
         })
@@ -457,7 +548,7 @@ impl<H: Hooks> Allocator<H> {
     pub fn split(&self, pa: PhysAddr) -> Result<(), PageStatus> {
         let result = self.locate(pa).and_then(|(region, bit)| {
             self.locked(|_inner| match region.slot(bit) {
-                Slot::Free => Err(PageStatus::ENOTALLOCATED),
+                Slot::Free { .. } => Err(PageStatus::ENOTALLOCATED),
                 Slot::Interior(_) => Err(PageStatus::ENOTHEAD),
                 Slot::Head(1) => {
                     for page in bit + 1..bit + region.block_pages(bit) {
@@ -487,6 +578,40 @@ impl<H: Hooks> Allocator<H> {
             Ok((region, bit)) if matches!(region.slot(bit), Slot::Head(_)) => region.block_pages(bit),
             _ => 0,
         }
+    }
+
+    /// Lets the next `successes` allocations succeed and fails every later
+    /// one with `ENOMEM`, until [`Allocator::fail_off`].
+    pub fn fail_after(&self, successes: u64) {
+        self.locked(|inner| {
+            inner.faults = FaultPlan {
+                armed: true,
+                successes_left: Some(successes),
+                ..inner.faults
+            };
+        })
+    }
+
+    /// Fails every `n`-th allocation from now on with `ENOMEM` (`n` >= 1),
+    /// until [`Allocator::fail_off`].
+    pub fn fail_every(&self, n: u64) -> Result<(), PageStatus> {
+        if n == 0 {
+            return self.report(PageStatus::EINVAL, 0);
+        }
+        self.locked(|inner| {
+            inner.faults = FaultPlan {
+                armed: true,
+                every: n,
+                calls: 0,
+                ..inner.faults
+            };
+        });
+        Ok(())
+    }
+
+    /// Stops scheduled failures.
+    pub fn fail_off(&self) {
+        self.locked(|inner| inner.faults = FaultPlan::default())
     }
 
     /// A consistent snapshot of the counters.
@@ -545,7 +670,7 @@ impl<H: Hooks> Allocator<H> {
             } else {
                 self.kva(PhysAddr::new(pfn.pa()))
             };
-            self.refuse(PageStatus::ECORRUPT, addr)
+            self.report(PageStatus::ECORRUPT, addr)
         })
     }
 }
@@ -565,7 +690,13 @@ mod tests {
         let memory = unsafe { std::alloc::alloc_zeroed(layout) };
         let phys_base = 0x10_0000u64;
         let offset = (memory.expose_provenance() as u64).wrapping_sub(phys_base);
-        let allocator = Allocator::new(Config { phys_offset: offset }, NoHooks);
+        let allocator = Allocator::new(
+            Config {
+                phys_offset: offset,
+                debug: 0,
+            },
+            NoHooks,
+        );
         #[allow(unsafe_code)]
         // SAFETY: the range is the leaked buffer, given to this allocator only.
         unsafe {

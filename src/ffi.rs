@@ -77,9 +77,6 @@ impl Hooks for CHooks {
     }
 }
 
-/// The `page_debug` bits this build knows.
-const KNOWN_DEBUG_BITS: u32 = 0;
-
 static GLOBAL: Once<Allocator<CHooks>> = Once::new();
 
 /// The allocator behind the C ABI, once `page_init` has made it.
@@ -103,7 +100,7 @@ pub unsafe extern "C" fn page_init(cfg: *const PageConfig) -> PageStatus {
     // SAFETY: the caller passes NULL or a valid config.
     let config = unsafe { cfg.as_ref() }.copied().unwrap_or_default();
     let hooks = CHooks { config };
-    if config.debug & !KNOWN_DEBUG_BITS != 0 {
+    if config.debug & !crate::types::PAGE_DEBUG_ALL != 0 {
         hooks.on_misuse(PageStatus::EINVAL, cfg.addr());
         return PageStatus::EINVAL;
     }
@@ -113,6 +110,7 @@ pub unsafe extern "C" fn page_init(cfg: *const PageConfig) -> PageStatus {
         Allocator::new(
             Config {
                 phys_offset: config.phys_offset,
+                debug: config.debug,
             },
             hooks,
         )
@@ -120,7 +118,7 @@ pub unsafe extern "C" fn page_init(cfg: *const PageConfig) -> PageStatus {
     if made {
         PageStatus::OK
     } else {
-        allocator.refuse::<()>(PageStatus::EBUSY, cfg.addr()).into()
+        allocator.report::<()>(PageStatus::EBUSY, cfg.addr()).into()
     }
 }
 
@@ -153,7 +151,7 @@ pub unsafe extern "C" fn page_region_add(pa_start: u64, pa_end: u64, pool: u32) 
         PhysAddr::try_new(pa_start),
         PhysAddr::try_new(pa_end),
     ) else {
-        return allocator.refuse::<()>(PageStatus::EINVAL, addr).into();
+        return allocator.report::<()>(PageStatus::EINVAL, addr).into();
     };
     // SAFETY: the caller vouches for the range as this function requires.
     unsafe { allocator.add_region(start, end, pool) }.into()
@@ -211,7 +209,7 @@ pub extern "C" fn page_alloc_at(pa: u64, count: usize, flags: u32) -> PageStatus
     let addr = pa.wrapping_add(allocator.config().phys_offset) as usize;
     match (AllocFlags::from_bits(flags), PhysAddr::try_new(pa)) {
         (Some(flags), Ok(pa)) => allocator.alloc_at(pa, count, flags),
-        (Some(_), Err(_)) => allocator.refuse(PageStatus::ENOTMANAGED, addr),
+        (Some(_), Err(_)) => allocator.report(PageStatus::ENOTMANAGED, addr),
         (None, _) => allocator.refuse_flags(count, flags, addr),
     }
     .into()
@@ -227,7 +225,7 @@ fn on_block(
     };
     match allocator.pa(block.addr()) {
         Some(pa) => op(allocator, pa).into(),
-        None => allocator.refuse::<()>(PageStatus::ENOTMANAGED, block.addr()).into(),
+        None => allocator.report::<()>(PageStatus::ENOTMANAGED, block.addr()).into(),
     }
 }
 
@@ -323,12 +321,40 @@ pub unsafe extern "C" fn page_stats_get(out: *mut PageStats) -> PageStatus {
         return PageStatus::EUNINIT;
     };
     if out.is_null() {
-        return allocator.refuse::<()>(PageStatus::EINVAL, 0).into();
+        return allocator.report::<()>(PageStatus::EINVAL, 0).into();
     }
     let stats = allocator.stats();
     // SAFETY: `out` is non-NULL and, by the contract, valid for writes.
     unsafe { out.write(stats) };
     PageStatus::OK
+}
+
+/// Lets the next `successes` allocations (`page_alloc*`) succeed, then
+/// fails every later one as if memory had run out, until `page_fail_off`:
+/// for testing a kernel's out-of-memory paths. Any context.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_fail_after(successes: u64) -> PageStatus {
+    global().map_or(PageStatus::EUNINIT, |allocator| {
+        allocator.fail_after(successes);
+        PageStatus::OK
+    })
+}
+
+/// Fails every `n`-th allocation (`page_alloc*`) from now on as if memory
+/// had run out, until `page_fail_off`. Returns `PAGE_OK`; `PAGE_EINVAL`
+/// for 0; `PAGE_EUNINIT`. Any context.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_fail_every(n: u64) -> PageStatus {
+    global().map_or(PageStatus::EUNINIT, |allocator| allocator.fail_every(n).into())
+}
+
+/// Stops the failures scheduled by `page_fail_after` / `page_fail_every`.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_fail_off() -> PageStatus {
+    global().map_or(PageStatus::EUNINIT, |allocator| {
+        allocator.fail_off();
+        PageStatus::OK
+    })
 }
 
 /// Verifies all of kpalloc's metadata: bitmaps, summaries, reference

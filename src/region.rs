@@ -18,14 +18,18 @@ const WORD_PAGES: u64 = 64;
 /// Slot tag of an interior (non-head) page; the low bits hold the block's
 /// length in pages.
 const INTERIOR: u32 = 0x8000_0000;
+/// Slot of a free page filled with the poison pattern: an interior tag with
+/// no length, which no block has.
+const POISONED_FREE: u32 = INTERIOR;
 /// Largest block: its length must fit beside the interior tag.
 pub(crate) const MAX_BLOCK_PAGES: usize = PAGE_REFCOUNT_MAX as usize;
 
 /// What a page's slot says about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Slot {
-    /// Free (the bitmap agrees).
-    Free,
+    /// Free (the bitmap agrees); `poisoned` if filled with the poison
+    /// pattern when it was freed (`PAGE_DEBUG_POISON`).
+    Free { poisoned: bool },
     /// First page of an allocated block, with the block's reference count.
     Head(u32),
     /// Later page of an allocated block of this many pages.
@@ -35,8 +39,10 @@ pub(crate) enum Slot {
 impl Slot {
     #[inline]
     pub(crate) fn decode(raw: u32) -> Slot {
-        if raw == 0 {
-            Slot::Free
+        if raw == 0 || raw == POISONED_FREE {
+            Slot::Free {
+                poisoned: raw == POISONED_FREE,
+            }
         } else if raw & INTERIOR == 0 {
             Slot::Head(raw)
         } else {
@@ -60,9 +66,9 @@ pub(crate) struct RegionState {
 }
 
 impl RegionState {
-    /// Finds and claims the first run of `count` pages aligned to `align`
-    /// that ends at or below frame `limit`; returns its first bit.
-    pub(crate) fn take_run(&mut self, region: &Region, count: usize, align: usize, limit: Pfn) -> Option<usize> {
+    /// Finds the first free run of `count` pages aligned to `align` that
+    /// ends at or below frame `limit`; returns its first bit.
+    pub(crate) fn find_run(&mut self, region: &Region, count: usize, align: usize, limit: Pfn) -> Option<usize> {
         if self.free_pages < count as u64 || self.run_bound < count as u64 || limit <= region.usable {
             return None;
         }
@@ -84,20 +90,17 @@ impl RegionState {
             }
             return None;
         };
-        self.claim(region, bit, count);
         Some(bit)
     }
 
-    /// Claims exactly `count` pages from `bit`: `EBUSY` if any is in use.
-    pub(crate) fn take_exact(&mut self, region: &Region, bit: usize, count: usize) -> Result<(), PageStatus> {
-        if !self.map.all(bit, count, true) {
-            return Err(PageStatus::EBUSY);
-        }
-        self.claim(region, bit, count);
-        Ok(())
+    /// Whether the `count` pages from `bit` are all free.
+    pub(crate) fn is_free_run(&self, bit: usize, count: usize) -> bool {
+        self.map.all(bit, count, true)
     }
 
-    fn claim(&mut self, region: &Region, bit: usize, count: usize) {
+    /// Makes the free run of `count` pages at `bit` a block with one
+    /// reference.
+    pub(crate) fn claim(&mut self, region: &Region, bit: usize, count: usize) {
         self.map.set(bit, count, false);
         self.free_pages -= count as u64;
         let interior = Slot::interior(count);
@@ -109,10 +112,12 @@ impl RegionState {
     }
 
     /// Returns the block of `pages` pages headed at `bit` (whose count the
-    /// caller has already taken to zero) to the free pages.
-    pub(crate) fn release(&mut self, region: &Region, bit: usize, pages: usize) {
-        for slot in &region.slots[bit + 1..bit + pages] {
-            slot.store(0, Ordering::Relaxed);
+    /// caller has already taken to zero) to the free pages, marked as
+    /// holding the poison pattern if `poisoned`.
+    pub(crate) fn release(&mut self, region: &Region, bit: usize, pages: usize, poisoned: bool) {
+        let free = if poisoned { POISONED_FREE } else { 0 };
+        for slot in &region.slots[bit..bit + pages] {
+            slot.store(free, Ordering::Relaxed);
         }
         self.map.set(bit, pages, true);
         self.free_pages += pages as u64;
@@ -133,7 +138,7 @@ impl RegionState {
             let usable = first <= bit && bit < end;
             let free = self.map.is_free(bit);
             match region.slot(bit) {
-                Slot::Free if free == usable => bit += 1,
+                Slot::Free { poisoned } if free == usable && (usable || !poisoned) => bit += 1,
                 Slot::Head(_) if usable && !free => {
                     let pages = region.block_pages(bit);
                     let body_ok = bit + pages <= end
@@ -327,7 +332,8 @@ mod tests {
 
     #[test]
     fn slots_encode_free_heads_and_interiors() {
-        assert_eq!(Slot::decode(0), Slot::Free);
+        assert_eq!(Slot::decode(0), Slot::Free { poisoned: false });
+        assert_eq!(Slot::decode(POISONED_FREE), Slot::Free { poisoned: true });
         assert_eq!(Slot::decode(1), Slot::Head(1));
         assert_eq!(Slot::decode(PAGE_REFCOUNT_MAX), Slot::Head(PAGE_REFCOUNT_MAX));
         assert_eq!(Slot::decode(Slot::interior(512)), Slot::Interior(512));

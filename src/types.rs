@@ -22,6 +22,13 @@ pub const PAGE_POOL_KERNEL: u32 = 0;
 /// Pool of memory for user processes (`PAGE_ALLOC_USER`).
 pub const PAGE_POOL_USER: u32 = 1;
 
+/// Debug flag (`page_config.debug`): freed pages are filled with 0xAA, and
+/// the pattern is checked when they are allocated again; a write after free
+/// is reported as `PAGE_ECORRUPT` through `on_misuse` with the page.
+pub const PAGE_DEBUG_POISON: u32 = 1;
+/// All debug flags this version knows.
+pub(crate) const PAGE_DEBUG_ALL: u32 = PAGE_DEBUG_POISON;
+
 /// The largest reference count a block can have; `page_get` beyond it
 /// returns `PAGE_EOVERFLOW`.
 pub const PAGE_REFCOUNT_MAX: u32 = 0x7FFF_FFFF;

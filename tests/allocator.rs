@@ -364,3 +364,47 @@ fn dma32_allocations_stay_below_4_gib() {
     assert!(allocator.alloc(1, 1, NONE).unwrap().as_u64() >= 1 << 32);
     assert!(allocator.check().is_ok());
 }
+
+#[test]
+fn poisoning_reports_a_write_after_free_when_the_page_comes_back() {
+    let memory = TestMemory::new(0x10_0000, 32);
+    let allocator = memory.allocator_with_debug(kpalloc::types::PAGE_DEBUG_POISON);
+    memory.add(&allocator, 0, 32, Pool::Kernel).unwrap();
+    let block = allocator.alloc(2, 1, NONE).unwrap();
+    allocator.free(block).unwrap();
+    assert!(memory.bytes(block, 2 * PAGE as usize).iter().all(|&b| b == 0xAA));
+    assert!(allocator.check().is_ok());
+    // Clean reuse: nothing reported.
+    let again = allocator.alloc(2, 1, NONE).unwrap();
+    assert_eq!((again, allocator.stats().misuse_reports), (block, 0));
+    allocator.free(again).unwrap();
+    // A stale pointer writes into the second page after the free.
+    memory.bytes(block + PAGE, 8)[3] = 1;
+    let reused = allocator.alloc(2, 1, AllocFlags::ZERO).unwrap();
+    assert_eq!(reused, block);
+    assert_eq!(allocator.stats().misuse_reports, 1);
+    assert!(
+        memory.bytes(reused, 2 * PAGE as usize).iter().all(|&b| b == 0),
+        "ZERO still zero-fills"
+    );
+}
+
+#[test]
+fn scheduled_failures_fail_allocations_then_stop() {
+    let (_memory, allocator) = one_region(64);
+    allocator.fail_after(2);
+    assert!(allocator.alloc(1, 1, NONE).is_ok());
+    assert!(allocator.alloc(1, 1, NONE).is_ok());
+    assert_eq!(allocator.alloc(1, 1, NONE), Err(PageStatus::ENOMEM));
+    assert_eq!(allocator.alloc(1, 1, NONE), Err(PageStatus::ENOMEM));
+    allocator.fail_off();
+    allocator.fail_every(3).unwrap();
+    let results: Vec<bool> = (0..6).map(|_| allocator.alloc(1, 1, NONE).is_ok()).collect();
+    assert_eq!(results, [true, true, false, true, true, false]);
+    allocator.fail_off();
+    assert!(allocator.alloc(1, 1, NONE).is_ok());
+    assert_eq!(allocator.fail_every(0), Err(PageStatus::EINVAL));
+    let stats = allocator.stats();
+    assert_eq!((stats.failed_allocs, stats.misuse_reports, stats.used_pages), (4, 1, 7));
+    assert!(allocator.check().is_ok());
+}

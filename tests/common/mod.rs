@@ -32,12 +32,23 @@ impl TestMemory {
     }
 
     pub fn allocator(&self) -> Allocator<NoHooks> {
+        self.allocator_with_debug(0)
+    }
+
+    pub fn allocator_with_debug(&self, debug: u32) -> Allocator<NoHooks> {
         Allocator::new(
             Config {
                 phys_offset: self.phys_offset,
+                debug,
             },
             NoHooks,
         )
+    }
+
+    /// The bytes at physical address `pa`.
+    pub fn bytes(&self, pa: PhysAddr, len: usize) -> &mut [u8] {
+        let kva = pa.as_u64().wrapping_add(self.phys_offset) as usize;
+        unsafe { std::slice::from_raw_parts_mut(std::ptr::with_exposed_provenance_mut(kva), len) }
     }
 
     pub fn pa(&self, offset_pages: u64) -> PhysAddr {
