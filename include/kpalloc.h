@@ -14,6 +14,12 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#define KPALLOC_STRINGIFY_(x) #x
+#define KPALLOC_STRINGIFY(x) KPALLOC_STRINGIFY_(x)
+/** page_alloc(count, flags) that records "file:line" under PAGE_DEBUG_TRACK. */
+#define PAGE_ALLOC_HERE(count, flags) \
+  page_alloc_tagged((count), (flags), __FILE__ ":" KPALLOC_STRINGIFY(__LINE__))
+
 
 /**
  * The crate's version, also in the header as `KPALLOC_VERSION_*`.
@@ -77,6 +83,13 @@
  * is reported as `PAGE_ECORRUPT` through `on_misuse` with the page.
  */
 #define PAGE_DEBUG_POISON 1
+
+/**
+ * Debug flag (`page_config.debug`): every live block records where it was
+ * allocated (`page_alloc_tagged`, Rust `#[track_caller]`), for
+ * `page_for_each_live`. Costs 16 bytes of metadata per page, only when on.
+ */
+#define PAGE_DEBUG_TRACK 2
 
 /**
  * The largest reference count a block can have; `page_get` beyond it
@@ -250,6 +263,42 @@ typedef struct page_stats {
   uint64_t user_free_pages;
 } page_stats;
 
+/**
+ * An allocated block, as `page_for_each_live` shows it.
+ */
+typedef struct page_live_block {
+  /**
+   * Kernel virtual address of the head page.
+   */
+  void *addr;
+  /**
+   * Physical address of the head page.
+   */
+  uint64_t pa;
+  /**
+   * Length in pages.
+   */
+  size_t pages;
+  /**
+   * Reference count.
+   */
+  uint32_t refcount;
+  /**
+   * Line of a Rust allocation site; 0 for C tags (which carry it).
+   */
+  uint32_t line;
+  /**
+   * Allocation site under `PAGE_DEBUG_TRACK`: the C tag or the Rust
+   * file name, `tag_len` bytes, not necessarily NUL-terminated; NULL if
+   * none was recorded.
+   */
+  const char *tag;
+  /**
+   * Length of `tag` in bytes.
+   */
+  size_t tag_len;
+} page_live_block;
+
 
 
 
@@ -305,6 +354,18 @@ page_status page_region_add(uint64_t pa_start, uint64_t pa_end, uint32_t pool);
  * Allocates `count` physically contiguous pages; see `page_alloc_aligned`.
  */
 void *page_alloc(size_t count, uint32_t flags);
+
+/**
+ * `page_alloc(count, flags)` recording `tag` as the block's allocation
+ * site under `PAGE_DEBUG_TRACK` (ignored otherwise), for leak reports by
+ * `page_for_each_live`. `PAGE_ALLOC_HERE(count, flags)` passes
+ * "file:line". Same returns as `page_alloc_aligned`.
+ *
+ * # Safety
+ * `tag` is NULL or a NUL-terminated string that stays valid and unchanged
+ * for the rest of the program (a string literal).
+ */
+void *page_alloc_tagged(size_t count, uint32_t flags, const char *tag);
 
 /**
  * Allocates `count` physically contiguous pages whose first physical page
@@ -433,6 +494,40 @@ page_status page_fail_every(uint64_t n);
  * Stops the failures scheduled by `page_fail_after` / `page_fail_every`.
  */
 page_status page_fail_off(void);
+
+/**
+ * Calls `visit(ctx, block)` for every allocated block in address order
+ * (`block` is valid during the call only), e.g. to print a leak report
+ * with allocation sites. The lock is not held during `visit`, which may
+ * call kpalloc. Returns `PAGE_OK`; `PAGE_EINVAL` for a NULL `visit`;
+ * `PAGE_EUNINIT`. Not from interrupt context (it walks every page).
+ *
+ * # Safety
+ * `visit` is a function of this signature; `ctx` is passed to it as is.
+ */
+page_status page_for_each_live(void (*visit)(void*, const struct page_live_block*), void *ctx);
+
+/**
+ * Writes the state of every page as text into `buf` (`len` bytes,
+ * always NUL-terminated when `len` > 0, cut to fit) and returns the length
+ * the whole dump needs without the NUL: call with `len` 0 to size the
+ * buffer. 0 before `page_init`. Format, line by line:
+ *
+ *     kpalloc-dump 1
+ *     stats total=N free=N used=N metadata=N regions=N largest_free_run=N
+ *     region start=0xPA end=0xPA pool=kernel|user
+ *     runs M3 F120 U4 S1 F2000 ...     (16 runs a line, repeated)
+ *     end
+ *
+ * Each run is a state letter and a page count, in address order from the
+ * region's start: M metadata, F free, U allocated (one reference), S
+ * shared (more than one). `kpalloc-map` turns a dump into a picture.
+ * Holds the lock for a walk of each region: not for hot paths.
+ *
+ * # Safety
+ * `buf` is valid for writing `len` bytes (or `len` is 0).
+ */
+size_t page_dump(char *buf, size_t len);
 
 /**
  * Verifies all of kpalloc's metadata: bitmaps, summaries, reference

@@ -4,16 +4,18 @@
 #![deny(unsafe_code)]
 
 use core::ffi::CStr;
+use core::panic::Location;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 use x86_64::PhysAddr;
 
-use crate::message::Message;
+use crate::message::{Message, TextWriter};
 use crate::region::{Region, RegionLayout, RegionTable, Slot, MAX_BLOCK_PAGES};
 use crate::status::PageStatus;
 use crate::sync::{LockToken, Published};
-use crate::types::{AllocFlags, Pfn, Pool, KPALLOC_PAGE_SIZE, PAGE_DEBUG_POISON};
+use crate::tag::Tag;
+use crate::types::{AllocFlags, Pfn, Pool, KPALLOC_PAGE_SIZE, PAGE_DEBUG_POISON, PAGE_DEBUG_TRACK};
 
 /// First frame at or above 4 GiB: `PAGE_ALLOC_DMA32` blocks end below it.
 const DMA32_LIMIT: Pfn = Pfn::containing(1 << 32);
@@ -72,6 +74,67 @@ pub struct PageStats {
     pub metadata_bytes: u64,
     /// Free pages of the user pool (included in `free_pages`).
     pub user_free_pages: u64,
+}
+
+/// Run-length encodes page states into `runs` lines of a dump.
+struct RunWriter<'w, 'b> {
+    out: &'w mut TextWriter<'b>,
+    state: u8,
+    length: u64,
+    on_line: u32,
+}
+
+impl RunWriter<'_, '_> {
+    const RUNS_PER_LINE: u32 = 16;
+
+    fn push(&mut self, state: u8, pages: u64) {
+        if state == self.state {
+            self.length += pages;
+            return;
+        }
+        self.flush();
+        self.state = state;
+        self.length = pages;
+    }
+
+    fn flush(&mut self) {
+        if self.length == 0 {
+            return;
+        }
+        if self.on_line == 0 {
+            self.out.text("runs");
+        }
+        let letter = [self.state];
+        self.out
+            .text(" ")
+            .text(core::str::from_utf8(&letter).unwrap_or("?"))
+            .decimal(self.length);
+        self.on_line += 1;
+        if self.on_line == Self::RUNS_PER_LINE {
+            self.out.text("\n");
+            self.on_line = 0;
+        }
+    }
+
+    fn finish(mut self) {
+        self.flush();
+        if self.on_line != 0 {
+            self.out.text("\n");
+        }
+    }
+}
+
+/// An allocated block, as [`Allocator::for_each_live`] shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveBlock {
+    /// Physical address of the head page.
+    pub pa: PhysAddr,
+    /// Length in pages.
+    pub pages: usize,
+    /// Reference count.
+    pub refcount: u32,
+    /// Where it was allocated (`Tag::NONE` without `PAGE_DEBUG_TRACK`).
+    pub tag: Tag,
 }
 
 /// Settings fixed when an allocator is made.
@@ -260,7 +323,8 @@ impl<H: Hooks> Allocator<H> {
             if old.iter().any(|r| r.start < last && first < r.end) {
                 return Err(PageStatus::EOVERLAP);
             }
-            let layout = RegionLayout::new(first, last, old.len() + 1)?;
+            let tracking = self.config.debug & PAGE_DEBUG_TRACK != 0;
+            let layout = RegionLayout::new(first, last, old.len() + 1, tracking)?;
             // SAFETY: the caller vouches for the whole range; the metadata is
             // its first pages, and no region overlaps it.
             let table = unsafe {
@@ -280,16 +344,40 @@ impl<H: Hooks> Allocator<H> {
     /// Allocates `count` physically contiguous pages whose first physical
     /// page number is a multiple of `align` (a power of two), with one
     /// reference. Lowest address first, the regions in address order.
+    /// Under `PAGE_DEBUG_TRACK` the block records the caller's location.
+    #[track_caller]
     pub fn alloc(&self, count: usize, align: usize, flags: AllocFlags) -> Result<PhysAddr, PageStatus> {
-        let taken = self.take(count, align, flags);
+        self.alloc_tagged(count, align, flags, Tag::from_location(Location::caller()))
+    }
+
+    /// [`Allocator::alloc`] recording `tag` as the allocation site.
+    pub fn alloc_tagged(
+        &self,
+        count: usize,
+        align: usize,
+        flags: AllocFlags,
+        tag: Tag,
+    ) -> Result<PhysAddr, PageStatus> {
+        let taken = self.take(count, align, flags, tag);
         self.finish_alloc(taken, count, flags, 0)
     }
 
     /// Allocates exactly the `count` pages from `pa` (to reserve firmware or
     /// kernel-image pages): `EBUSY` if one of them is in use.
+    #[track_caller]
     pub fn alloc_at(&self, pa: PhysAddr, count: usize, flags: AllocFlags) -> Result<(), PageStatus> {
-        let taken = self.take_at(pa, count, flags);
+        self.alloc_at_tagged(pa, count, flags, Tag::from_location(Location::caller()))
+    }
+
+    /// [`Allocator::alloc_at`] recording `tag` as the allocation site.
+    pub fn alloc_at_tagged(&self, pa: PhysAddr, count: usize, flags: AllocFlags, tag: Tag) -> Result<(), PageStatus> {
+        let taken = self.take_at(pa, count, flags, tag);
         self.finish_alloc(taken, count, flags, self.kva(pa)).map(drop)
+    }
+
+    /// Whether blocks record their allocation sites (`PAGE_DEBUG_TRACK`).
+    pub fn tracking(&self) -> bool {
+        self.config.debug & PAGE_DEBUG_TRACK != 0
     }
 
     /// Outside the lock: reports a poison mismatch and zero-fills a new
@@ -328,7 +416,7 @@ impl<H: Hooks> Allocator<H> {
         }
     }
 
-    fn take(&self, count: usize, align: usize, flags: AllocFlags) -> Result<Claimed, PageStatus> {
+    fn take(&self, count: usize, align: usize, flags: AllocFlags, tag: Tag) -> Result<Claimed, PageStatus> {
         if count == 0 || !align.is_power_of_two() {
             return Err(PageStatus::EINVAL);
         }
@@ -349,7 +437,7 @@ impl<H: Hooks> Allocator<H> {
                 })
             };
             match found {
-                Some((region, bit)) => Ok(self.claim(inner, region, bit, count)),
+                Some((region, bit)) => Ok(self.claim(inner, region, bit, count, tag)),
                 None => {
                     inner.failed_allocs += 1;
                     Err(PageStatus::ENOMEM)
@@ -358,7 +446,7 @@ impl<H: Hooks> Allocator<H> {
         })
     }
 
-    fn take_at(&self, pa: PhysAddr, count: usize, flags: AllocFlags) -> Result<Claimed, PageStatus> {
+    fn take_at(&self, pa: PhysAddr, count: usize, flags: AllocFlags, tag: Tag) -> Result<Claimed, PageStatus> {
         let pfn = Pfn::at(pa.as_u64()).ok_or(PageStatus::EINVAL)?;
         if count == 0 || count > MAX_BLOCK_PAGES {
             return Err(PageStatus::EINVAL);
@@ -375,15 +463,15 @@ impl<H: Hooks> Allocator<H> {
             if !region.state.get(inner).is_free_run(bit, count) {
                 return Err(PageStatus::EBUSY);
             }
-            Ok(self.claim(inner, region, bit, count))
+            Ok(self.claim(inner, region, bit, count, tag))
         })
     }
 
     /// Under the lock: makes the free run at `bit` a block, after checking
     /// its poison pattern.
-    fn claim(&self, inner: &mut Inner, region: &'static Region, bit: usize, count: usize) -> Claimed {
+    fn claim(&self, inner: &mut Inner, region: &'static Region, bit: usize, count: usize, tag: Tag) -> Claimed {
         let overwritten = self.find_overwritten(region, bit, count);
-        region.state.get(inner).claim(region, bit, count);
+        region.state.get(inner).claim(region, bit, count, tag);
         inner.used_pages += count as u64;
         inner.high_water_pages = inner.high_water_pages.max(inner.used_pages);
         Claimed {
@@ -423,14 +511,15 @@ impl<H: Hooks> Allocator<H> {
     fn panic_for(&self, count: usize, flags: u32) -> ! {
         let free = self.stats().free_pages;
         let mut message = Message::new();
-        message
+        let mut writer = message.writer();
+        writer
             .text("kpalloc: allocation failed: count=")
             .decimal(count as u64)
             .text(" flags=0x")
             .hex(flags as u64)
             .text(" free_pages=")
             .decimal(free);
-        self.hooks.panic(message.as_c_str())
+        self.hooks.panic(writer.as_c_str())
     }
 
     /// The region and bit of the usable page at `pa`, without the lock.
@@ -612,6 +701,79 @@ impl<H: Hooks> Allocator<H> {
     /// Stops scheduled failures.
     pub fn fail_off(&self) {
         self.locked(|inner| inner.faults = FaultPlan::default())
+    }
+
+    /// Calls `visit` for every allocated block, in address order, with its
+    /// allocation site under `PAGE_DEBUG_TRACK`. The lock is not held
+    /// during `visit`, which may allocate and free: blocks it changes may be
+    /// seen or not.
+    pub fn for_each_live(&self, mut visit: impl FnMut(&LiveBlock)) {
+        let Some(table) = self.table.load() else { return };
+        for region in table.regions {
+            let mut bit = 0;
+            while let Some(block) = self.locked(|inner| region.state.get(inner).next_block(region, bit)) {
+                bit = block.bit + block.pages;
+                visit(&LiveBlock {
+                    pa: PhysAddr::new(region.pfn_of(block.bit).pa()),
+                    pages: block.pages,
+                    refcount: block.refcount,
+                    tag: block.tag,
+                });
+            }
+        }
+    }
+
+    /// Writes the state of every page as text (see `page_dump` in the C
+    /// header for the format) into `buffer`, NUL-terminated and cut to fit;
+    /// returns the bytes the whole dump needs, without the NUL.
+    pub fn dump(&self, buffer: &mut [u8]) -> usize {
+        let stats = self.stats();
+        let mut out = TextWriter::new(buffer);
+        out.text("kpalloc-dump 1\nstats total=")
+            .decimal(stats.total_pages)
+            .text(" free=")
+            .decimal(stats.free_pages)
+            .text(" used=")
+            .decimal(stats.used_pages)
+            .text(" metadata=")
+            .decimal(stats.metadata_pages)
+            .text(" regions=")
+            .decimal(stats.regions)
+            .text(" largest_free_run=")
+            .decimal(stats.largest_free_run)
+            .text("\n");
+        for region in self.table.load().map_or(&[][..], |table| table.regions) {
+            out.text("region start=0x")
+                .hex(region.start.pa())
+                .text(" end=0x")
+                .hex(region.end.pa())
+                .text(match region.pool {
+                    Pool::Kernel => " pool=kernel\n",
+                    Pool::User => " pool=user\n",
+                });
+            let mut runs = RunWriter {
+                out: &mut out,
+                state: b'M',
+                length: region.meta_pages(),
+                on_line: 0,
+            };
+            self.locked(|inner| {
+                let state = region.state.get(inner);
+                let (mut bit, end) = region.usable_bits();
+                while bit < end {
+                    let (kind, pages) = match state.next_block(region, bit) {
+                        Some(block) if block.bit == bit => (if block.refcount > 1 { b'S' } else { b'U' }, block.pages),
+                        Some(block) => (b'F', block.bit - bit),
+                        None => (b'F', end - bit),
+                    };
+                    runs.push(kind, pages as u64);
+                    bit += pages;
+                }
+            });
+            runs.finish();
+        }
+        out.text("end\n");
+        out.needed()
     }
 
     /// A consistent snapshot of the counters.

@@ -10,8 +10,10 @@ use core::ptr;
 use spin::Once;
 use x86_64::PhysAddr;
 
+use crate::allocator::LiveBlock;
 use crate::allocator::{Allocator, Config, Hooks, PageStats};
 use crate::status::PageStatus;
+use crate::tag::Tag;
 use crate::types::{AllocFlags, Pool};
 
 /// How the kernel sets kpalloc up; passed to `page_init`. A zeroed
@@ -163,6 +165,38 @@ pub extern "C" fn page_alloc(count: usize, flags: u32) -> *mut c_void {
     page_alloc_aligned(count, 1, flags)
 }
 
+/// `page_alloc(count, flags)` recording `tag` as the block's allocation
+/// site under `PAGE_DEBUG_TRACK` (ignored otherwise), for leak reports by
+/// `page_for_each_live`. `PAGE_ALLOC_HERE(count, flags)` passes
+/// "file:line". Same returns as `page_alloc_aligned`.
+///
+/// # Safety
+/// `tag` is NULL or a NUL-terminated string that stays valid and unchanged
+/// for the rest of the program (a string literal).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn page_alloc_tagged(count: usize, flags: u32, tag: *const c_char) -> *mut c_void {
+    let Some(allocator) = global() else {
+        return ptr::null_mut();
+    };
+    let tag = if allocator.tracking() {
+        // SAFETY: the caller passes a static string or NULL.
+        unsafe { Tag::from_c(tag) }
+    } else {
+        Tag::NONE
+    };
+    alloc_for_c(allocator, count, 1, flags, tag)
+}
+
+fn alloc_for_c(allocator: &Allocator<CHooks>, count: usize, align_pages: usize, flags: u32, tag: Tag) -> *mut c_void {
+    let result = match AllocFlags::from_bits(flags) {
+        Some(flags) => allocator.alloc_tagged(count, align_pages, flags, tag),
+        None => allocator.refuse_flags(count, flags, 0),
+    };
+    result.map_or(ptr::null_mut(), |pa| {
+        ptr::with_exposed_provenance_mut(allocator.kva(pa))
+    })
+}
+
 /// Allocates `count` physically contiguous pages whose first physical page
 /// number is a multiple of `align_pages` (a power of two): the lowest such
 /// block of the pool's regions in address order.
@@ -182,13 +216,7 @@ pub extern "C" fn page_alloc_aligned(count: usize, align_pages: usize, flags: u3
     let Some(allocator) = global() else {
         return ptr::null_mut();
     };
-    let result = match AllocFlags::from_bits(flags) {
-        Some(flags) => allocator.alloc(count, align_pages, flags),
-        None => allocator.refuse_flags(count, flags, 0),
-    };
-    result.map_or(ptr::null_mut(), |pa| {
-        ptr::with_exposed_provenance_mut(allocator.kva(pa))
-    })
+    alloc_for_c(allocator, count, align_pages, flags, Tag::NONE)
 }
 
 /// Allocates exactly the `count` pages from physical address `pa` (e.g. to
@@ -208,7 +236,7 @@ pub extern "C" fn page_alloc_at(pa: u64, count: usize, flags: u32) -> PageStatus
     };
     let addr = pa.wrapping_add(allocator.config().phys_offset) as usize;
     match (AllocFlags::from_bits(flags), PhysAddr::try_new(pa)) {
-        (Some(flags), Ok(pa)) => allocator.alloc_at(pa, count, flags),
+        (Some(flags), Ok(pa)) => allocator.alloc_at_tagged(pa, count, flags, Tag::NONE),
         (Some(_), Err(_)) => allocator.report(PageStatus::ENOTMANAGED, addr),
         (None, _) => allocator.refuse_flags(count, flags, addr),
     }
@@ -355,6 +383,97 @@ pub extern "C" fn page_fail_off() -> PageStatus {
         allocator.fail_off();
         PageStatus::OK
     })
+}
+
+/// An allocated block, as `page_for_each_live` shows it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PageLiveBlock {
+    /// Kernel virtual address of the head page.
+    pub addr: *mut c_void,
+    /// Physical address of the head page.
+    pub pa: u64,
+    /// Length in pages.
+    pub pages: usize,
+    /// Reference count.
+    pub refcount: u32,
+    /// Line of a Rust allocation site; 0 for C tags (which carry it).
+    pub line: u32,
+    /// Allocation site under `PAGE_DEBUG_TRACK`: the C tag or the Rust
+    /// file name, `tag_len` bytes, not necessarily NUL-terminated; NULL if
+    /// none was recorded.
+    pub tag: *const c_char,
+    /// Length of `tag` in bytes.
+    pub tag_len: usize,
+}
+
+/// Calls `visit(ctx, block)` for every allocated block in address order
+/// (`block` is valid during the call only), e.g. to print a leak report
+/// with allocation sites. The lock is not held during `visit`, which may
+/// call kpalloc. Returns `PAGE_OK`; `PAGE_EINVAL` for a NULL `visit`;
+/// `PAGE_EUNINIT`. Not from interrupt context (it walks every page).
+///
+/// # Safety
+/// `visit` is a function of this signature; `ctx` is passed to it as is.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn page_for_each_live(
+    visit: Option<unsafe extern "C" fn(*mut c_void, *const PageLiveBlock)>,
+    ctx: *mut c_void,
+) -> PageStatus {
+    let Some(allocator) = global() else {
+        return PageStatus::EUNINIT;
+    };
+    let Some(visit) = visit else {
+        return allocator.report::<()>(PageStatus::EINVAL, 0).into();
+    };
+    allocator.for_each_live(|block: &LiveBlock| {
+        let block = PageLiveBlock {
+            addr: ptr::with_exposed_provenance_mut(allocator.kva(block.pa)),
+            pa: block.pa.as_u64(),
+            pages: block.pages,
+            refcount: block.refcount,
+            line: block.tag.line(),
+            tag: if block.tag.text_len() == 0 {
+                ptr::null()
+            } else {
+                block.tag.text_ptr()
+            },
+            tag_len: block.tag.text_len(),
+        };
+        // SAFETY: the caller's contract; `block` lives through the call.
+        unsafe { visit(ctx, &block) }
+    });
+    PageStatus::OK
+}
+
+/// Writes the state of every page as text into `buf` (`len` bytes,
+/// always NUL-terminated when `len` > 0, cut to fit) and returns the length
+/// the whole dump needs without the NUL: call with `len` 0 to size the
+/// buffer. 0 before `page_init`. Format, line by line:
+///
+///     kpalloc-dump 1
+///     stats total=N free=N used=N metadata=N regions=N largest_free_run=N
+///     region start=0xPA end=0xPA pool=kernel|user
+///     runs M3 F120 U4 S1 F2000 ...     (16 runs a line, repeated)
+///     end
+///
+/// Each run is a state letter and a page count, in address order from the
+/// region's start: M metadata, F free, U allocated (one reference), S
+/// shared (more than one). `kpalloc-map` turns a dump into a picture.
+/// Holds the lock for a walk of each region: not for hot paths.
+///
+/// # Safety
+/// `buf` is valid for writing `len` bytes (or `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn page_dump(buf: *mut c_char, len: usize) -> usize {
+    let Some(allocator) = global() else { return 0 };
+    let buffer: &mut [u8] = if buf.is_null() || len == 0 {
+        &mut []
+    } else {
+        // SAFETY: the caller passes `len` writable bytes.
+        unsafe { core::slice::from_raw_parts_mut(buf.cast(), len) }
+    };
+    allocator.dump(buffer)
 }
 
 /// Verifies all of kpalloc's metadata: bitmaps, summaries, reference

@@ -40,12 +40,14 @@ mod raw;
 mod region;
 pub mod status;
 mod sync;
+mod tag;
 pub mod types;
 
-pub use allocator::{Allocator, Config, Hooks, NoHooks, PageStats};
-pub use ffi::{global, CHooks, PageConfig};
+pub use allocator::{Allocator, Config, Hooks, LiveBlock, NoHooks, PageStats};
+pub use ffi::{global, CHooks, PageConfig, PageLiveBlock};
 pub use pages::{ContigPages, Frames, Page, PageRef, SplitPages};
 pub use status::PageStatus;
+pub use tag::Tag;
 pub use types::{AllocFlags, Pfn, Pool, KPALLOC_PAGE_SIZE};
 
 /// The crate's version, also in the header as `KPALLOC_VERSION_*`.

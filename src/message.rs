@@ -1,31 +1,43 @@
-//! Panic messages with numbers in them, without `core::fmt` (which would
-//! add about 190 KB to a kernel).
+//! Text without `core::fmt` (which would add about 190 KB to a kernel):
+//! panic messages and the allocator dump are written with this.
 
 #![deny(unsafe_code)]
 
 use core::ffi::CStr;
 
-const CAPACITY: usize = 128;
-
-/// A NUL-terminated message in a fixed buffer; text past the end is cut.
-pub(crate) struct Message {
-    bytes: [u8; CAPACITY],
-    len: usize,
+/// Writes text into a caller's buffer, always NUL-terminated, cutting what
+/// does not fit while counting the bytes the whole text needs.
+pub(crate) struct TextWriter<'a> {
+    buffer: &'a mut [u8],
+    written: usize,
+    needed: usize,
 }
 
-impl Message {
-    pub(crate) fn new() -> Self {
-        Message {
-            bytes: [0; CAPACITY],
-            len: 0,
+impl<'a> TextWriter<'a> {
+    pub(crate) fn new(buffer: &'a mut [u8]) -> Self {
+        if let Some(first) = buffer.first_mut() {
+            *first = 0;
         }
+        TextWriter {
+            buffer,
+            written: 0,
+            needed: 0,
+        }
+    }
+
+    /// Bytes the whole text needs, without the NUL.
+    pub(crate) fn needed(&self) -> usize {
+        self.needed
     }
 
     pub(crate) fn text(&mut self, text: &str) -> &mut Self {
         for &byte in text.as_bytes() {
-            if byte != 0 && self.len < CAPACITY - 1 {
-                self.bytes[self.len] = byte;
-                self.len += 1;
+            self.needed += 1;
+            // Keep one byte for the NUL.
+            if self.written + 1 < self.buffer.len() {
+                self.buffer[self.written] = byte;
+                self.written += 1;
+                self.buffer[self.written] = 0;
             }
         }
         self
@@ -54,9 +66,24 @@ impl Message {
         self.text(core::str::from_utf8(&digits[start..]).unwrap_or("?"))
     }
 
+    /// The text written so far (empty for an empty buffer).
     pub(crate) fn as_c_str(&self) -> &CStr {
-        // The buffer always ends with a NUL: `text` stops one byte short.
-        CStr::from_bytes_until_nul(&self.bytes).unwrap_or(c"kpalloc: message")
+        CStr::from_bytes_until_nul(self.buffer).unwrap_or(c"")
+    }
+}
+
+/// A short message in its own buffer, for panic hooks.
+pub(crate) struct Message {
+    bytes: [u8; 128],
+}
+
+impl Message {
+    pub(crate) fn new() -> Self {
+        Message { bytes: [0; 128] }
+    }
+
+    pub(crate) fn writer(&mut self) -> TextWriter<'_> {
+        TextWriter::new(&mut self.bytes)
     }
 }
 
@@ -67,22 +94,27 @@ mod tests {
     #[test]
     fn numbers_and_text_make_one_c_string() {
         let mut message = Message::new();
-        message
+        let mut writer = message.writer();
+        writer
             .text("count=")
             .decimal(1234)
             .text(" flags=0x")
             .hex(0xa)
             .text(" zero=")
             .decimal(0);
-        assert_eq!(message.as_c_str(), c"count=1234 flags=0xa zero=0");
+        assert_eq!(writer.as_c_str(), c"count=1234 flags=0xa zero=0");
     }
 
     #[test]
-    fn long_text_is_cut_and_stays_terminated() {
-        let mut message = Message::new();
-        for _ in 0..20 {
-            message.text("0123456789");
+    fn long_text_is_cut_stays_terminated_and_counts_what_it_needs() {
+        let mut buffer = [0xFFu8; 16];
+        let mut writer = TextWriter::new(&mut buffer);
+        for _ in 0..3 {
+            writer.text("0123456789");
         }
-        assert_eq!(message.as_c_str().to_bytes().len(), CAPACITY - 1);
+        assert_eq!(writer.needed(), 30);
+        assert_eq!(writer.as_c_str().to_bytes().len(), 15);
+        let mut empty = [0u8; 0];
+        assert_eq!(TextWriter::new(&mut empty).text("x").needed(), 1);
     }
 }

@@ -10,6 +10,7 @@ use core::sync::atomic::AtomicU32;
 use crate::freemap::FreeMap;
 use crate::region::{Region, RegionLayout, RegionState, RegionTable};
 use crate::sync::LockedBy;
+use crate::tag::Tag;
 use crate::types::Pool;
 
 #[inline]
@@ -41,6 +42,7 @@ pub(crate) unsafe fn install_region(
     let words: &'static mut [u64] = unsafe { zeroed(kva + layout.words_at, layout.words) };
     let summary: &'static mut [u64] = unsafe { zeroed(kva + layout.summary_at, layout.summary_words) };
     let slots: &'static mut [u32] = unsafe { zeroed(kva + layout.slots_at, layout.slots()) };
+    let tags: &'static mut [Tag] = unsafe { zeroed(kva + layout.tags_at, layout.tags) };
     // SAFETY: AtomicU32 has the size, alignment and bit validity of u32.
     let slots: &'static [AtomicU32] = unsafe { slice::from_raw_parts(slots.as_ptr().cast(), slots.len()) };
 
@@ -61,6 +63,7 @@ pub(crate) unsafe fn install_region(
                 map,
                 free_pages: usable as u64,
                 run_bound: usable as u64,
+                tags,
             },
         ),
     };

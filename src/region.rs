@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use crate::freemap::{FreeMap, Request, SummaryLayout};
 use crate::status::PageStatus;
 use crate::sync::LockedBy;
+use crate::tag::Tag;
 use crate::types::{Pfn, Pool, KPALLOC_PAGE_SIZE, PAGE_REFCOUNT_MAX};
 
 /// Bitmap bits per word; bit 0 of a region's bitmap has a frame number
@@ -63,6 +64,9 @@ pub(crate) struct RegionState {
     /// No free run is longer than this (an upper bound, kept cheaply), so
     /// requests above it skip the region without searching.
     pub(crate) run_bound: u64,
+    /// Allocation site of each block, at its head's bit (`PAGE_DEBUG_TRACK`;
+    /// empty otherwise).
+    pub(crate) tags: &'static mut [Tag],
 }
 
 impl RegionState {
@@ -100,7 +104,10 @@ impl RegionState {
 
     /// Makes the free run of `count` pages at `bit` a block with one
     /// reference.
-    pub(crate) fn claim(&mut self, region: &Region, bit: usize, count: usize) {
+    pub(crate) fn claim(&mut self, region: &Region, bit: usize, count: usize, tag: Tag) {
+        if let Some(site) = self.tags.get_mut(bit) {
+            *site = tag;
+        }
         self.map.set(bit, count, false);
         self.free_pages -= count as u64;
         let interior = Slot::interior(count);
@@ -123,6 +130,27 @@ impl RegionState {
         self.free_pages += pages as u64;
         // The freed run may join free runs on both sides.
         self.run_bound = (self.run_bound.saturating_mul(2) + pages as u64).min(self.free_pages);
+    }
+
+    /// The first allocated block at or after `from`.
+    pub(crate) fn next_block(&self, region: &Region, from: usize) -> Option<BlockInfo> {
+        let (first, end) = region.usable_bits();
+        let mut bit = from.max(first);
+        while bit < end {
+            match region.slot(bit) {
+                Slot::Head(refcount) => {
+                    let tag = self.tags.get(bit).copied().unwrap_or(Tag::NONE);
+                    return Some(BlockInfo {
+                        bit,
+                        pages: region.block_pages(bit),
+                        refcount,
+                        tag,
+                    });
+                }
+                Slot::Interior(_) | Slot::Free { .. } => bit += 1,
+            }
+        }
+        None
     }
 
     /// Checks this region's metadata; returns the used page count, or the
@@ -162,6 +190,14 @@ impl RegionState {
         }
         Ok(used)
     }
+}
+
+/// A block found by [`RegionState::next_block`].
+pub(crate) struct BlockInfo {
+    pub(crate) bit: usize,
+    pub(crate) pages: usize,
+    pub(crate) refcount: u32,
+    pub(crate) tag: Tag,
 }
 
 /// A region's header, written at the start of its first page. Immutable
@@ -265,6 +301,9 @@ pub(crate) struct RegionLayout {
     pub(crate) words_at: usize,
     pub(crate) summary_at: usize,
     pub(crate) slots_at: usize,
+    /// Allocation sites, one per slot (only with `PAGE_DEBUG_TRACK`).
+    pub(crate) tags: usize,
+    pub(crate) tags_at: usize,
     pub(crate) meta_bytes: usize,
 }
 
@@ -276,12 +315,12 @@ impl RegionLayout {
     /// Lays out a region of pages `[start, end)` that will be region number
     /// `table_len` (counting from 1). `ETOOSMALL` if the metadata leaves no
     /// usable page.
-    pub(crate) fn new(start: Pfn, end: Pfn, table_len: usize) -> Result<RegionLayout, PageStatus> {
+    pub(crate) fn new(start: Pfn, end: Pfn, table_len: usize, tracking: bool) -> Result<RegionLayout, PageStatus> {
         // The metadata size shrinks (or stays) as it grows, since it covers
         // fewer pages: iterate to the fixed point from zero metadata pages.
         let mut meta_pages = 0;
         loop {
-            let layout = Self::with_meta_pages(start, end, table_len, meta_pages)?;
+            let layout = Self::with_meta_pages(start, end, table_len, tracking, meta_pages)?;
             let needed = layout.meta_bytes.div_ceil(KPALLOC_PAGE_SIZE) as u64;
             if needed <= meta_pages {
                 return Ok(layout);
@@ -290,7 +329,13 @@ impl RegionLayout {
         }
     }
 
-    fn with_meta_pages(start: Pfn, end: Pfn, table_len: usize, meta_pages: u64) -> Result<RegionLayout, PageStatus> {
+    fn with_meta_pages(
+        start: Pfn,
+        end: Pfn,
+        table_len: usize,
+        tracking: bool,
+        meta_pages: u64,
+    ) -> Result<RegionLayout, PageStatus> {
         let usable = start.add(meta_pages);
         if usable >= end {
             return Err(PageStatus::ETOOSMALL);
@@ -303,7 +348,10 @@ impl RegionLayout {
         let words_at = align_up(table_entries_at + table_len * size_of::<&Region>(), align_of::<u64>());
         let summary_at = words_at + words * size_of::<u64>();
         let slots_at = summary_at + summary_words * size_of::<u64>();
-        let meta_bytes = slots_at + words * WORD_PAGES as usize * size_of::<AtomicU32>();
+        let slots = words * WORD_PAGES as usize;
+        let tags_at = align_up(slots_at + slots * size_of::<AtomicU32>(), align_of::<Tag>());
+        let tags = if tracking { slots } else { 0 };
+        let meta_bytes = tags_at + tags * size_of::<Tag>();
         Ok(RegionLayout {
             start,
             usable,
@@ -317,6 +365,8 @@ impl RegionLayout {
             words_at,
             summary_at,
             slots_at,
+            tags,
+            tags_at,
             meta_bytes,
         })
     }
@@ -346,7 +396,7 @@ mod tests {
     #[test]
     fn metadata_costs_about_four_bytes_and_an_eighth_per_page() {
         let pages = 1u64 << 18; // 1 GiB
-        let layout = RegionLayout::new(Pfn(256), Pfn(256 + pages), 1).unwrap();
+        let layout = RegionLayout::new(Pfn(256), Pfn(256 + pages), 1, false).unwrap();
         let per_page = layout.meta_bytes as f64 / pages as f64;
         assert!(per_page < 4.2, "{per_page} bytes per page");
         assert_eq!(
@@ -358,8 +408,11 @@ mod tests {
 
     #[test]
     fn a_region_needs_room_for_metadata_and_one_page() {
-        assert_eq!(RegionLayout::new(Pfn(0), Pfn(1), 1).unwrap_err(), PageStatus::ETOOSMALL);
-        let two = RegionLayout::new(Pfn(0), Pfn(2), 1).unwrap();
+        assert_eq!(
+            RegionLayout::new(Pfn(0), Pfn(1), 1, false).unwrap_err(),
+            PageStatus::ETOOSMALL
+        );
+        let two = RegionLayout::new(Pfn(0), Pfn(2), 1, false).unwrap();
         assert_eq!(two.usable, Pfn(1));
     }
 }

@@ -408,3 +408,58 @@ fn scheduled_failures_fail_allocations_then_stop() {
     assert_eq!((stats.failed_allocs, stats.misuse_reports, stats.used_pages), (4, 1, 7));
     assert!(allocator.check().is_ok());
 }
+
+#[test]
+fn a_leak_is_reported_with_its_rust_allocation_site() {
+    let memory = TestMemory::new(0x10_0000, 64);
+    let allocator = memory.allocator_with_debug(kpalloc::types::PAGE_DEBUG_TRACK);
+    memory.add(&allocator, 0, 64, Pool::Kernel).unwrap();
+    let freed = allocator.alloc(1, 1, NONE).unwrap();
+    let leaked_line = line!() + 1;
+    let leaked = allocator.alloc(3, 1, NONE).unwrap();
+    allocator.get(leaked).unwrap();
+    allocator.free(freed).unwrap();
+    let mut live = Vec::new();
+    allocator.for_each_live(|block| live.push(*block));
+    assert_eq!(live.len(), 1);
+    let block = live[0];
+    assert_eq!((block.pa, block.pages, block.refcount), (leaked, 3, 2));
+    assert!(std::str::from_utf8(block.tag.text()).unwrap().ends_with("allocator.rs"));
+    assert_eq!(block.tag.line(), leaked_line);
+}
+
+#[test]
+fn without_tracking_live_blocks_have_no_site() {
+    let (_memory, allocator) = one_region(64);
+    let block = allocator.alloc(2, 1, NONE).unwrap();
+    let mut live = Vec::new();
+    allocator.for_each_live(|b| live.push(*b));
+    assert_eq!(live.len(), 1);
+    assert_eq!((live[0].pa, live[0].tag), (block, kpalloc::Tag::NONE));
+}
+
+#[test]
+fn the_dump_lists_every_page_state_run_length_encoded() {
+    let (memory, allocator) = one_region(128);
+    let a = allocator.alloc(4, 1, NONE).unwrap();
+    let b = allocator.alloc(2, 1, NONE).unwrap();
+    allocator.get(b).unwrap();
+    let c = allocator.alloc(1, 1, NONE).unwrap();
+    allocator.free(a).unwrap();
+    let _ = c;
+    let needed = allocator.dump(&mut []);
+    let mut buffer = vec![0u8; needed + 1];
+    assert_eq!(allocator.dump(&mut buffer), needed);
+    let text = std::str::from_utf8(&buffer[..needed]).unwrap();
+    let expected = format!(
+        "kpalloc-dump 1\nstats total=128 free=124 used=3 metadata=1 regions=1 largest_free_run=120\n\
+         region start=0x{:x} end=0x{:x} pool=kernel\nruns M1 F4 S2 U1 F120\nend\n",
+        memory.pa(0).as_u64(),
+        memory.pa(128).as_u64()
+    );
+    assert_eq!(text, expected);
+    // A short buffer gets a NUL-terminated prefix and the full length.
+    let mut short = [0xFFu8; 10];
+    assert_eq!(allocator.dump(&mut short), needed);
+    assert_eq!(&short, b"kpalloc-d\0");
+}
