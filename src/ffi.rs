@@ -451,11 +451,13 @@ pub unsafe extern "C" fn page_for_each_live(
 /// the whole dump needs without the NUL: call with `len` 0 to size the
 /// buffer. 0 before `page_init`. Format, line by line:
 ///
-///     kpalloc-dump 1
-///     stats total=N free=N used=N metadata=N regions=N largest_free_run=N
-///     region start=0xPA end=0xPA pool=kernel|user
-///     runs M3 F120 U4 S1 F2000 ...     (16 runs a line, repeated)
-///     end
+/// ```text
+/// kpalloc-dump 1
+/// stats total=N free=N used=N metadata=N regions=N largest_free_run=N
+/// region start=0xPA end=0xPA pool=kernel|user
+/// runs M3 F120 U4 S1 F2000 ...     (16 runs a line, repeated)
+/// end
+/// ```
 ///
 /// Each run is a state letter and a page count, in address order from the
 /// region's start: M metadata, F free, U allocated (one reference), S

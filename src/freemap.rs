@@ -32,30 +32,21 @@ const ALIGN_MASK: [u64; ORDERS] = [
     0x0000_0000_0000_0001,
 ];
 
-/// For each order `k`, the bits of `word` that start a free, aligned run of
-/// `2^k` pages.
-#[inline]
-fn aligned_runs(word: u64) -> [u64; ORDERS] {
-    let mut runs = [0; ORDERS];
-    runs[0] = word;
-    let mut k = 1;
-    while k < ORDERS {
-        let half = 1 << (k - 1);
-        runs[k] = runs[k - 1] & (runs[k - 1] >> half) & ALIGN_MASK[k];
-        k += 1;
-    }
-    runs
-}
-
 /// One bit per order: whether `word` holds a free aligned run of that order.
 #[inline]
-fn order_bits(word: u64) -> u32 {
-    let runs = aligned_runs(word);
-    let mut bits = 0;
-    for (k, run) in runs.iter().enumerate() {
-        bits |= ((*run != 0) as u32) << k;
-    }
-    bits
+fn order_bits(word: u64) -> u8 {
+    let a1 = word & (word >> 1) & ALIGN_MASK[1];
+    let a2 = a1 & (a1 >> 2);
+    let a3 = a2 & (a2 >> 4) & ALIGN_MASK[3];
+    let a4 = a3 & (a3 >> 8);
+    let a5 = a4 & (a4 >> 16) & ALIGN_MASK[5];
+    (word != 0) as u8
+        | ((a1 != 0) as u8) << 1
+        | ((a2 & ALIGN_MASK[2] != 0) as u8) << 2
+        | ((a3 != 0) as u8) << 3
+        | ((a4 & ALIGN_MASK[4] != 0) as u8) << 4
+        | ((a5 != 0) as u8) << 5
+        | ((word == u64::MAX) as u8) << 6
 }
 
 /// Where each summary level lives inside the summary slice.
@@ -65,6 +56,9 @@ pub struct SummaryLayout {
     offset: [usize; MAX_LEVELS],
     len: [usize; MAX_LEVELS],
     per_order: usize,
+    /// Where the per-word order bits (one byte per bitmap word, eight to a
+    /// summary word) start.
+    cache: usize,
 }
 
 impl SummaryLayout {
@@ -75,6 +69,7 @@ impl SummaryLayout {
             offset: [0; MAX_LEVELS],
             len: [0; MAX_LEVELS],
             per_order: 0,
+            cache: 0,
         };
         let mut below = words;
         loop {
@@ -88,12 +83,14 @@ impl SummaryLayout {
             }
             below = len;
         }
+        layout.cache = layout.per_order * ORDERS;
         layout
     }
 
-    /// Summary words needed for all orders.
-    pub const fn words(&self) -> usize {
-        self.per_order * ORDERS
+    /// Summary words needed for all orders and the order cache of `words`
+    /// bitmap words.
+    pub const fn words(&self, words: usize) -> usize {
+        self.cache + words.div_ceil(8)
     }
 
     #[inline]
@@ -119,6 +116,9 @@ pub struct FreeMap<'m> {
     layout: SummaryLayout,
     /// Frame number of bit 0, divided by 64 (for alignments above 64 pages).
     base_word: u64,
+    /// For each order, no bitmap word below this one has its summary bit:
+    /// searches start here, and most end in the first word they read.
+    cursor: [usize; ORDERS],
     /// Bitmap and summary words read by searches: the work-count tests'
     /// measure of complexity.
     #[cfg(test)]
@@ -131,7 +131,7 @@ impl<'m> FreeMap<'m> {
     pub fn new(words: &'m mut [u64], summary: &'m mut [u64], base_word: u64) -> Self {
         let layout = SummaryLayout::new(words.len());
         assert!(
-            !words.is_empty() && summary.len() == layout.words(),
+            !words.is_empty() && summary.len() == layout.words(words.len()),
             "summary sized for the bitmap"
         );
         words.fill(0);
@@ -141,6 +141,7 @@ impl<'m> FreeMap<'m> {
             summary,
             layout,
             base_word,
+            cursor: [0; ORDERS],
             #[cfg(test)]
             reads: core::cell::Cell::new(0),
         }
@@ -177,6 +178,13 @@ impl<'m> FreeMap<'m> {
 
     /// Marks `count` pages from `start` free (`true`) or used.
     pub fn set(&mut self, start: usize, count: usize, free: bool) {
+        if count == 1 {
+            return if free {
+                self.free_one(start)
+            } else {
+                self.use_one(start)
+            };
+        }
         let end = start + count;
         let mut bit = start;
         while bit < end {
@@ -199,21 +207,84 @@ impl<'m> FreeMap<'m> {
         (start..start + count).all(|bit| self.is_free(bit) == free)
     }
 
+    /// The cached order bits of bitmap word `word`.
+    #[inline]
+    fn cached_orders(&self, word: usize) -> u8 {
+        (self.summary[self.layout.cache + word / 8] >> (word % 8 * 8)) as u8
+    }
+
+    /// Marks page `bit` used. Only an order whose aligned run around the
+    /// page was free can lose its last run in the word, so the summaries
+    /// are checked only as far up as the runs around the page were free.
+    #[inline]
+    fn use_one(&mut self, bit: usize) {
+        let (word, offset) = (bit / BITS, bit % BITS);
+        let old = self.words[word];
+        let new = old & !(1 << offset);
+        self.words[word] = new;
+        let mut lost = (new == 0) as u8;
+        let mut runs = new;
+        for order in 1..ORDERS {
+            let run = run_around(order, offset);
+            if old & run != run {
+                break;
+            }
+            runs = runs & (runs >> (1 << (order - 1))) & ALIGN_MASK[order];
+            lost |= ((runs == 0) as u8) << order;
+        }
+        if lost != 0 {
+            self.update_orders(word, self.cached_orders(word) & !lost, lost);
+        }
+    }
+
+    /// Marks page `bit` free. An order gains a run in the word only where
+    /// the aligned run around the page is now wholly free.
+    #[inline]
+    fn free_one(&mut self, bit: usize) {
+        let (word, offset) = (bit / BITS, bit % BITS);
+        let new = self.words[word] | 1 << offset;
+        self.words[word] = new;
+        let cached = self.cached_orders(word);
+        let mut gained = 0;
+        for order in 0..ORDERS {
+            let run = run_around(order, offset);
+            if new & run != run {
+                break;
+            }
+            gained |= 1 << order;
+        }
+        gained &= !cached;
+        if gained != 0 {
+            self.update_orders(word, cached | gained, gained);
+        }
+    }
+
     /// Writes a bitmap word and brings the summaries of every order whose
     /// answer changed up to date.
     #[inline]
     fn store(&mut self, word: usize, new: u64) {
-        let old = self.words[word];
-        if old == new {
-            return;
-        }
         self.words[word] = new;
         let now = order_bits(new);
-        let mut changed = order_bits(old) ^ now;
+        let changed = self.cached_orders(word) ^ now;
+        if changed != 0 {
+            self.update_orders(word, now, changed);
+        }
+    }
+
+    /// Records `now` as word `word`'s order bits and flips the summaries of
+    /// the `changed` orders.
+    fn update_orders(&mut self, word: usize, now: u8, mut changed: u8) {
+        let cache = &mut self.summary[self.layout.cache + word / 8];
+        let shift = word % 8 * 8;
+        *cache = *cache & !(0xFF << shift) | (now as u64) << shift;
         while changed != 0 {
             let order = changed.trailing_zeros() as usize;
             changed &= changed - 1;
-            self.flip_summary(order, word, now & (1 << order) != 0);
+            let set = now & (1 << order) != 0;
+            if set && word < self.cursor[order] {
+                self.cursor[order] = word;
+            }
+            self.flip_summary(order, word, set);
         }
     }
 
@@ -265,11 +336,14 @@ impl<'m> FreeMap<'m> {
     }
 
     /// The lowest bit where a run fitting `req` starts, if any.
-    pub fn find(&self, req: Request) -> Option<usize> {
+    pub fn find(&mut self, req: Request) -> Option<usize> {
         let Request { count, align, limit } = req;
         debug_assert!(count >= 1 && align.is_power_of_two());
         if count > limit.min(self.bits()) {
             return None;
+        }
+        if count == 1 && align == 1 {
+            return self.find_one(limit);
         }
         let order = filter_order(count, align);
         // With the run's first page aligned to 2^order, the summary hit is the
@@ -277,30 +351,53 @@ impl<'m> FreeMap<'m> {
         // earlier and reach into the hit word.
         let starts_at_hit = align >= 1 << order;
         let words_per_align = (align / BITS).max(1) as u64;
+        // No word below the cursor has a run of this order, and none between
+        // it and the first hit: the hit is the new cursor.
+        let mut hit = self.next_word(order, self.cursor[order]);
+        self.cursor[order] = hit.unwrap_or(self.words.len());
+        // The lowest word not yet ruled out as the start of a fit.
         let mut next = 0;
-        while let Some(hit) = self.next_word(order, next) {
-            if hit * BITS >= limit {
+        while let Some(word) = hit {
+            if word * BITS >= limit {
                 return None;
             }
             if words_per_align > 1 {
-                let absolute = self.base_word + hit as u64;
+                let absolute = self.base_word + word as u64;
                 let aligned = absolute.checked_next_multiple_of(words_per_align)?;
                 if aligned != absolute {
                     next = usize::try_from(aligned - self.base_word).ok()?;
+                    hit = self.next_word(order, next);
                     continue;
                 }
             }
-            if !starts_at_hit && hit > next {
-                if let Some(bit) = self.fit_from(hit - 1, req) {
+            if !starts_at_hit && word > next {
+                if let Some(bit) = self.fit_from(word - 1, req) {
                     return Some(bit);
                 }
             }
-            if let Some(bit) = self.fit_from(hit, req) {
+            if let Some(bit) = self.fit_from(word, req) {
                 return Some(bit);
             }
-            next = hit + 1;
+            next = word + 1;
+            hit = self.next_word(order, next);
         }
         None
+    }
+
+    /// The lowest free page below `limit`: most often in the word at the
+    /// order-0 cursor.
+    #[inline]
+    fn find_one(&mut self, limit: usize) -> Option<usize> {
+        let cursor = self.cursor[0];
+        let word = if cursor < self.words.len() && self.read(cursor) != 0 {
+            cursor
+        } else {
+            let found = self.next_word(0, cursor);
+            self.cursor[0] = found.unwrap_or(self.words.len());
+            found?
+        };
+        let bit = word * BITS + self.words[word].trailing_zeros() as usize;
+        (bit < limit).then_some(bit)
     }
 
     /// The lowest bit in word `word` where a run fitting `req` starts.
@@ -379,6 +476,13 @@ impl<'m> FreeMap<'m> {
     /// Whether every summary bit agrees with the bitmap.
     pub fn summaries_agree(&self) -> bool {
         let layout = &self.layout;
+        let cache_agrees = (0..self.words.len()).all(|word| self.cached_orders(word) == order_bits(self.words[word]));
+        let cursors_agree = (0..ORDERS).all(|order| {
+            (0..self.cursor[order].min(self.words.len())).all(|word| order_bits(self.words[word]) & (1 << order) == 0)
+        });
+        if !cache_agrees || !cursors_agree {
+            return false;
+        }
         for order in 0..ORDERS {
             for word in 0..layout.len[0] * BITS {
                 let expected = word < self.words.len() && order_bits(self.words[word]) & (1 << order) != 0;
@@ -400,6 +504,14 @@ impl<'m> FreeMap<'m> {
         }
         true
     }
+}
+
+/// The bits of the aligned run of 2^`order` pages that holds bit `offset`.
+#[inline]
+fn run_around(order: usize, offset: usize) -> u64 {
+    let size = 1 << order;
+    let bits = if size == BITS { u64::MAX } else { (1u64 << size) - 1 };
+    bits << (offset & !(size - 1))
 }
 
 /// The largest order whose aligned free run every run fitting
@@ -453,7 +565,7 @@ mod tests {
             let words = pages.div_ceil(BITS);
             Owned {
                 words: vec![0; words],
-                summary: vec![0; SummaryLayout::new(words).words()],
+                summary: vec![0; SummaryLayout::new(words).words(words)],
             }
         }
         fn map(&mut self, base_word: u64) -> FreeMap<'_> {
@@ -484,14 +596,28 @@ mod tests {
     }
 
     #[test]
-    fn aligned_runs_find_each_order() {
-        let runs = aligned_runs(0xF0);
-        assert_eq!(runs[0], 0xF0);
-        assert_eq!(runs[1], 0x50);
-        assert_eq!(runs[2], 0x10);
-        assert_eq!(runs[3], 0);
+    fn order_bits_find_each_aligned_run() {
+        assert_eq!(order_bits(0xF0), 0b111);
+        assert_eq!(order_bits(0x78), 0b011, "four free pages, not aligned to four");
+        assert_eq!(order_bits(0xFF00), 0b1111);
+        assert_eq!(order_bits(0xFFFF_FFFF_0000_0000), 0b11_1111);
         assert_eq!(order_bits(u64::MAX), 0x7F);
+        assert_eq!(order_bits(1 << 63), 1);
         assert_eq!(order_bits(0), 0);
+        // Against the definition, bit by bit.
+        let mut seed = 0x1234_5678_9ABC_DEF1u64;
+        for _ in 0..2000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let word = seed & (seed >> 3) | (seed << 11);
+            for order in 0..ORDERS {
+                let size = 1 << order;
+                let mask = if size == 64 { u64::MAX } else { (1u64 << size) - 1 };
+                let expected = (0..64 / size).any(|chunk| (word >> (chunk * size)) & mask == mask);
+                assert_eq!(order_bits(word) >> order & 1 == 1, expected, "{word:#x} order {order}");
+            }
+        }
     }
 
     #[test]
@@ -533,11 +659,16 @@ mod tests {
                 let align = 1 << (xorshift(&mut seed) % 9);
                 let limit = (xorshift(&mut seed) as usize % (pages + 64)).max(1);
                 let req = Request { count, align, limit };
-                assert_eq!(
-                    map.find(req),
-                    first_fit_by_scan(&map, req, base_word),
-                    "round {round}: {req:?}"
-                );
+                let found = map.find(req);
+                assert_eq!(found, first_fit_by_scan(&map, req, base_word), "round {round}: {req:?}");
+                // Take what was found, and free something, as an allocator would.
+                if let Some(bit) = found {
+                    map.set(bit, count, false);
+                }
+                let from = xorshift(&mut seed) as usize % pages;
+                let len = (xorshift(&mut seed) as usize % 40).min(pages - from);
+                map.set(from, len, true);
+                assert!(map.summaries_agree(), "round {round}");
             }
         }
     }
@@ -575,23 +706,32 @@ mod tests {
         map
     }
 
-    fn reads_of(map: &FreeMap, req: Request) -> u64 {
-        let before = map.words_read();
-        assert!(map.find(req).is_some());
-        map.words_read() - before
+    /// Words read by the search, at most: once with the cursors where the
+    /// map left them, once with them forgotten (the summaries alone).
+    fn reads_of(map: &mut FreeMap, req: Request) -> u64 {
+        let mut most = 0;
+        for cold in [false, true] {
+            if cold {
+                map.cursor = [0; ORDERS];
+            }
+            let before = map.words_read();
+            assert!(map.find(req).is_some());
+            most = most.max(map.words_read() - before);
+        }
+        most
     }
 
     #[test]
     fn single_page_search_at_90_percent_reads_a_few_words_at_1_gib_and_64_gib() {
         for pages in [1 << 18, 1 << 24] {
             let mut owned = Owned::new(pages);
-            let map = random_map(&mut owned, pages, 90);
+            let mut map = random_map(&mut owned, pages, 90);
             let req = Request {
                 count: 1,
                 align: 1,
                 limit: pages,
             };
-            let reads = reads_of(&map, req);
+            let reads = reads_of(&mut map, req);
             assert!(reads <= 8, "{pages} pages: {reads} words read");
         }
     }
@@ -607,7 +747,7 @@ mod tests {
                 align: 1,
                 limit: pages,
             };
-            let reads = reads_of(&map, req);
+            let reads = reads_of(&mut map, req);
             assert!(reads <= 8, "{pages} pages: {reads} words read");
         }
     }
@@ -616,13 +756,13 @@ mod tests {
     fn aligned_eight_page_search_at_50_percent_reads_a_few_words_at_1_gib_and_64_gib() {
         for pages in [1 << 18, 1 << 24] {
             let mut owned = Owned::new(pages);
-            let map = random_map(&mut owned, pages, 50);
+            let mut map = random_map(&mut owned, pages, 50);
             let req = Request {
                 count: 8,
                 align: 8,
                 limit: pages,
             };
-            let reads = reads_of(&map, req);
+            let reads = reads_of(&mut map, req);
             assert!(reads <= 8, "{pages} pages: {reads} words read");
         }
     }

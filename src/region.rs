@@ -342,7 +342,7 @@ impl RegionLayout {
         }
         let base = Pfn(usable.0 / WORD_PAGES * WORD_PAGES);
         let words = (end.0 - base.0).div_ceil(WORD_PAGES) as usize;
-        let summary_words = SummaryLayout::new(words).words();
+        let summary_words = SummaryLayout::new(words).words(words);
         let table_at = align_up(size_of::<Region>(), align_of::<RegionTable>());
         let table_entries_at = align_up(table_at + size_of::<RegionTable>(), align_of::<&Region>());
         let words_at = align_up(table_entries_at + table_len * size_of::<&Region>(), align_of::<u64>());
