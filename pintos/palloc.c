@@ -23,7 +23,7 @@ _Static_assert(PAL_USER == PAGE_ALLOC_USER, "PAL_USER is PAGE_ALLOC_USER");
 
 /* The kernel's misuse hook, kept from palloc_init_regions' config. */
 static void (*misuse_hook)(page_status, const void *);
-static uint64_t misuse_count;
+static size_t misuse_count; /* a native word: atomic without libatomic on i386 */
 static struct palloc_layout layout_done;
 
 #ifdef KPALLOC_PINTOS_KAIST
@@ -165,4 +165,4 @@ void palloc_free_page(void *page) { palloc_free_multiple(page, 1); }
 
 const struct palloc_layout *palloc_get_layout(void) { return &layout_done; }
 
-uint64_t palloc_misuse_count(void) { return __atomic_load_n(&misuse_count, __ATOMIC_RELAXED); }
+uint64_t palloc_misuse_count(void) { return (uint64_t)__atomic_load_n(&misuse_count, __ATOMIC_RELAXED); }
