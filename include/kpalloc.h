@@ -412,6 +412,14 @@ page_status page_alloc_at(uint64_t pa, size_t count, uint32_t flags);
 page_status page_free(void *block);
 
 /**
+ * `page_free` for callers that know the block's length (as Pintos'
+ * `palloc_free_multiple` does): `PAGE_EINVAL`, and nothing freed, if the
+ * block headed at `block` is not `pages` pages long. Other returns as
+ * `page_free`. Interrupt-safe given the irq hooks.
+ */
+page_status page_free_sized(void *block, size_t pages);
+
+/**
  * Adds a reference to the block headed at `page` (lock-free).
  *
  * Returns `PAGE_OK`; `PAGE_EOVERFLOW` at `PAGE_REFCOUNT_MAX`;

@@ -129,9 +129,9 @@ void palloc_free_multiple(void *pages, size_t page_cnt);
 /* What palloc_init_regions() did (all zero before it). */
 const struct palloc_layout *palloc_get_layout(void);
 
-/* Calls refused as misuse by this layer itself (a wrong page count to
- * palloc_free_multiple/palloc_free_page, bad regions to palloc_init_regions).
- * Misuse kpalloc finds is counted in page_stats.misuse_reports instead. */
+/* Calls refused as misuse by this layer itself (bad regions given to
+ * palloc_init_regions). Misuse of the free functions is found and counted
+ * by kpalloc, in page_stats.misuse_reports. */
 uint64_t palloc_misuse_count(void);
 
 #ifdef __cplusplus

@@ -2,18 +2,15 @@
  *
  * Drop-in for the original 80x86 Pintos (default) and KAIST's x86-64 Pintos
  * (-DKPALLOC_PINTOS_KAIST); see include/kpalloc_pintos.h and
- * pintos/README.md. Needs only <stddef.h> and <stdint.h> (and <string.h>
- * with -DKPALLOC_PINTOS_POISON), which Pintos' own lib/ provides.
+ * pintos/README.md. Needs only <stddef.h> and <stdint.h>, which Pintos'
+ * own lib/ provides.
  *
  * kpalloc keeps the two pools, the locking (through page_config's irq
- * hooks) and the block lengths; this file splits memory into the pools and
- * checks the page counts Pintos passes to the free functions. */
+ * hooks), the block lengths and the check of the page counts Pintos passes
+ * to the free functions (page_free_sized); this file splits memory into
+ * the pools. For Pintos' poisoning of freed pages, set PAGE_DEBUG_POISON. */
 
 #include "kpalloc_pintos.h"
-
-#ifdef KPALLOC_PINTOS_POISON
-#include <string.h>
-#endif
 
 _Static_assert(PAL_ASSERT == PAGE_ALLOC_ASSERT, "PAL_ASSERT is PAGE_ALLOC_ASSERT");
 _Static_assert(PAL_ZERO == PAGE_ALLOC_ZERO, "PAL_ZERO is PAGE_ALLOC_ZERO");
@@ -144,21 +141,9 @@ void *palloc_get_multiple(enum palloc_flags flags, size_t page_cnt) {
 void *palloc_get_page(enum palloc_flags flags) { return palloc_get_multiple(flags, 1); }
 
 void palloc_free_multiple(void *pages, size_t page_cnt) {
-  size_t length = page_block_pages(pages);
-  if (length == 0) {
-    /* NULL, unmanaged, free or interior: kpalloc refuses and reports it. */
-    (void)page_free(pages);
-    return;
-  }
-  if (length != page_cnt) {
-    report(PAGE_EINVAL, pages);
-    return;
-  }
-#ifdef KPALLOC_PINTOS_POISON
-  /* As Pintos does without NDEBUG, but only when the free will happen. */
-  if (page_refcount(pages) == 1) memset(pages, 0xcc, page_cnt * KPALLOC_PAGE_SIZE);
-#endif
-  (void)page_free(pages);
+  /* A count other than the block's length is refused (PAGE_EINVAL), as are
+   * NULL, unmanaged, free and interior pages: reported, nothing freed. */
+  (void)page_free_sized(pages, page_cnt);
 }
 
 void palloc_free_page(void *page) { palloc_free_multiple(page, 1); }

@@ -536,9 +536,19 @@ impl<H: Hooks> Allocator<H> {
 
     /// Frees the block headed at `pa`, which must have exactly one reference.
     pub fn free(&self, pa: PhysAddr) -> Result<(), PageStatus> {
+        self.free_checked(pa, None)
+    }
+
+    /// [`Allocator::free`] of a block the caller says is `pages` long:
+    /// `EINVAL`, and nothing freed, if it is not.
+    pub fn free_sized(&self, pa: PhysAddr, pages: usize) -> Result<(), PageStatus> {
+        self.free_checked(pa, Some(pages))
+    }
+
+    fn free_checked(&self, pa: PhysAddr, said_pages: Option<usize>) -> Result<(), PageStatus> {
         let result = self
             .locate(pa)
-            .and_then(|(region, bit)| match self.release_if_sole(region, bit)? {
+            .and_then(|(region, bit)| match self.release_if_sole(region, bit, said_pages)? {
                 true => Ok(()),
                 false => Err(PageStatus::ESHARED),
             });
@@ -577,7 +587,7 @@ impl<H: Hooks> Allocator<H> {
                     Slot::Free { .. } => return Err(PageStatus::ENOTALLOCATED),
                     Slot::Interior(_) => return Err(PageStatus::ENOTHEAD),
                     Slot::Head(1) => {
-                        if self.release_if_sole(region, bit)? {
+                        if self.release_if_sole(region, bit, None)? {
                             return Ok(());
                         }
                         raw = slot.load(Ordering::Acquire);
@@ -595,14 +605,23 @@ impl<H: Hooks> Allocator<H> {
     }
 
     /// Under the lock: frees the block headed at `bit` if it has one
-    /// reference (`Ok(true)`); `Ok(false)` if it has more.
-    fn release_if_sole(&self, region: &'static Region, bit: usize) -> Result<bool, PageStatus> {
+    /// reference (`Ok(true)`); `Ok(false)` if it has more. `EINVAL` if the
+    /// caller said how long the block is and was wrong.
+    fn release_if_sole(
+        &self,
+        region: &'static Region,
+        bit: usize,
+        said_pages: Option<usize>,
+    ) -> Result<bool, PageStatus> {
         self.locked(|inner| {
             let slot = &region.slots[bit];
             loop {
                 match Slot::decode(slot.load(Ordering::Acquire)) {
                     Slot::Free { .. } => return Err(PageStatus::ENOTALLOCATED),
                     Slot::Interior(_) => return Err(PageStatus::ENOTHEAD),
+                    Slot::Head(_) if said_pages.is_some_and(|pages| pages != region.block_pages(bit)) => {
+                        return Err(PageStatus::EINVAL)
+                    }
                     Slot::Head(1) => {
                         // A lock-free get may race us to the count.
                         if slot.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() {

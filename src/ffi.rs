@@ -270,6 +270,15 @@ pub extern "C" fn page_free(block: *mut c_void) -> PageStatus {
     on_block(block, |allocator, pa| allocator.free(pa))
 }
 
+/// `page_free` for callers that know the block's length (as Pintos'
+/// `palloc_free_multiple` does): `PAGE_EINVAL`, and nothing freed, if the
+/// block headed at `block` is not `pages` pages long. Other returns as
+/// `page_free`. Interrupt-safe given the irq hooks.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_free_sized(block: *mut c_void, pages: usize) -> PageStatus {
+    on_block(block, |allocator, pa| allocator.free_sized(pa, pages))
+}
+
 /// Adds a reference to the block headed at `page` (lock-free).
 ///
 /// Returns `PAGE_OK`; `PAGE_EOVERFLOW` at `PAGE_REFCOUNT_MAX`;
