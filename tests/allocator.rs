@@ -67,6 +67,18 @@ fn alignment_applies_to_the_physical_address() {
 }
 
 #[test]
+fn sized_free_frees_a_block_of_the_length_given() {
+    let (_memory, allocator) = one_region(64);
+    let block = allocator.alloc(6, 1, NONE).unwrap();
+    assert_eq!(allocator.free_sized(block, 5), Err(PageStatus::EINVAL));
+    assert_eq!(allocator.free_sized(block, 7), Err(PageStatus::EINVAL));
+    assert_eq!(allocator.block_pages(block), 6);
+    allocator.free_sized(block, 6).unwrap();
+    assert_eq!(allocator.stats().used_pages, 0);
+    assert!(allocator.check().is_ok());
+}
+
+#[test]
 fn get_and_put_count_references_and_the_last_put_frees() {
     let (_memory, allocator) = one_region(64);
     let block = allocator.alloc(4, 1, NONE).unwrap();
@@ -303,6 +315,11 @@ fn every_misuse_is_refused_with_its_own_status_and_changes_nothing() {
             "split of interior page",
             allocator.split(block + PAGE),
             PageStatus::ENOTHEAD,
+        ),
+        (
+            "sized free with the wrong length",
+            allocator.free_sized(block, 3),
+            PageStatus::EINVAL,
         ),
         (
             "overlapping region",
