@@ -177,6 +177,7 @@ impl<'m> FreeMap<'m> {
     }
 
     /// Marks `count` pages from `start` free (`true`) or used.
+    #[inline]
     pub fn set(&mut self, start: usize, count: usize, free: bool) {
         if count == 1 {
             return if free {
@@ -185,6 +186,10 @@ impl<'m> FreeMap<'m> {
                 self.use_one(start)
             };
         }
+        self.set_run(start, count, free)
+    }
+
+    fn set_run(&mut self, start: usize, count: usize, free: bool) {
         let end = start + count;
         let mut bit = start;
         while bit < end {
@@ -336,14 +341,19 @@ impl<'m> FreeMap<'m> {
     }
 
     /// The lowest bit where a run fitting `req` starts, if any.
+    #[inline]
     pub fn find(&mut self, req: Request) -> Option<usize> {
+        if req.count == 1 && req.align == 1 {
+            return self.find_one(req.limit);
+        }
+        self.find_run(req)
+    }
+
+    fn find_run(&mut self, req: Request) -> Option<usize> {
         let Request { count, align, limit } = req;
         debug_assert!(count >= 1 && align.is_power_of_two());
         if count > limit.min(self.bits()) {
             return None;
-        }
-        if count == 1 && align == 1 {
-            return self.find_one(limit);
         }
         let order = filter_order(count, align);
         // With the run's first page aligned to 2^order, the summary hit is the
