@@ -44,6 +44,7 @@ void tm_on_misuse(page_status status, const void *addr) {
     page_stats s;
     hooks.misuse[n].stats_status = page_stats_get(&s);
   }
+  if (hooks.misuse_extra) hooks.misuse_extra(status, addr);
 }
 
 uint64_t tm_irq_save(void) {

@@ -51,6 +51,9 @@ struct hook_log {
   int irq_depth;
   int irq_max_depth;
   long irq_mismatches; /* irq_restore given something irq_save did not return last */
+  /* If set, called by tm_on_misuse after recording (to call kpalloc from
+   * inside the hook). */
+  void (*misuse_extra)(page_status status, const void *addr);
 };
 
 extern struct hook_log hooks;
