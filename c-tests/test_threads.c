@@ -191,12 +191,79 @@ static void last_put_racing_get_never_revives_the_block(void **state) {
   assert_healthy();
 }
 
+static atomic_int adding_done;
+
+static void *add_regions(void *arg) {
+  (void)arg;
+  /* 32 regions of 64 pages at 64 MiB + i * 1 MiB, added while others allocate. */
+  for (int i = 0; i < 32; i++) {
+    uint64_t start = MIB(64) + (uint64_t)i * MIB(1);
+    if (page_region_add(start, start + 64 * PAGE, PAGE_POOL_USER) != PAGE_OK) return "page_region_add failed";
+    sched_yield();
+  }
+  atomic_store(&adding_done, 1);
+  return NULL;
+}
+
+static void *alloc_user_pages_while_regions_arrive(void *arg) {
+  (void)arg;
+  void *held[64];
+  size_t n = 0;
+  uint64_t seen_max = 0;
+  while (!atomic_load(&adding_done) || n > 0) {
+    void *p = atomic_load(&adding_done) ? NULL : page_alloc(1, PAGE_ALLOC_USER | PAGE_ALLOC_ZERO);
+    if (p) {
+      uint64_t pa = page_to_pa(p);
+      if (pa < MIB(64) || pa >= MIB(96) || (pa - MIB(64)) % MIB(1) >= 64 * PAGE)
+        return "a user page outside every user region";
+      if (page_refcount(p) != 1) return "new page without one reference";
+      if (pa > seen_max) seen_max = pa;
+      if (n == 64) {
+        if (page_free(held[0]) != PAGE_OK) return "page_free failed";
+        memmove(held, held + 1, sizeof held[0] * 63);
+        n--;
+      }
+      held[n++] = p;
+    } else if (n > 0) {
+      if (page_free(held[--n]) != PAGE_OK) return "page_free failed";
+    }
+  }
+  return NULL;
+}
+
+static void regions_added_while_other_threads_allocate_are_used_safely(void **state) {
+  (void)state;
+  page_stats before = stats_now();
+  pthread_t adder, users[2];
+  assert_int_equal(pthread_create(&adder, NULL, add_regions, NULL), 0);
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(pthread_create(&users[i], NULL, alloc_user_pages_while_regions_arrive, NULL), 0);
+  void *r;
+  assert_int_equal(pthread_join(adder, &r), 0);
+  if (r) fail_msg("adder: %s", (const char *)r);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(pthread_join(users[i], &r), 0);
+    if (r) fail_msg("user thread %d: %s", i, (const char *)r);
+  }
+  page_stats after = stats_now();
+  assert_int_equal(after.regions, before.regions + 32);
+  assert_int_equal(after.total_pages, before.total_pages + 32 * 64);
+  assert_int_equal(after.user_free_pages, after.free_pages - before.free_pages);
+  /* Every one of the new regions is usable now. */
+  for (int i = 0; i < 32; i++) {
+    uint64_t last = MIB(64) + (uint64_t)i * MIB(1) + 63 * PAGE;
+    assert_status(page_alloc_at(last, 1, PAGE_ALLOC_USER), PAGE_OK);
+    assert_status(page_free(page_from_pa(last)), PAGE_OK);
+  }
+}
+
 int main(void) {
   alarm(40);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(threads_allocating_at_once_never_share_pages, teardown),
       cmocka_unit_test_teardown(concurrent_get_and_put_keep_the_count_exact, teardown),
       cmocka_unit_test_teardown(last_put_racing_get_never_revives_the_block, teardown),
+      cmocka_unit_test_teardown(regions_added_while_other_threads_allocate_are_used_safely, teardown),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }
