@@ -27,6 +27,11 @@ static void panic_to_pipe(const char *message) {
   _exit(PANIC_EXIT);
 }
 
+/* A panic hook that breaks its contract and returns. */
+static void panic_that_returns(const char *message) {
+  dprintf(pipe_out, "returning from panic: %s\n", message);
+}
+
 #define CHILD_CHECK(cond)                                                     \
   do {                                                                        \
     if (!(cond)) {                                                            \
@@ -40,9 +45,15 @@ struct child {
   char out[1024]; /* what the child wrote to the pipe */
 };
 
+static struct child run_child_with(void (*body)(void), void (*panic)(const char *));
+
 /* Runs body() in a child with a fresh allocator: page_init with testmem's
  * config, plus panic_to_pipe if `panic_hook`. Exits 0 if body returns. */
 static struct child run_child(void (*body)(void), int panic_hook) {
+  return run_child_with(body, panic_hook ? panic_to_pipe : NULL);
+}
+
+static struct child run_child_with(void (*body)(void), void (*panic)(const char *)) {
   struct child result;
   memset(&result, 0, sizeof result);
   int fds[2];
@@ -60,7 +71,7 @@ static struct child run_child(void (*body)(void), int panic_hook) {
     static const int crash[] = {SIGILL, SIGSEGV, SIGBUS, SIGFPE, SIGABRT, SIGTRAP};
     for (size_t i = 0; i < sizeof crash / sizeof crash[0]; i++) signal(crash[i], SIG_DFL);
     page_config cfg = testmem_config();
-    if (panic_hook) cfg.panic = panic_to_pipe;
+    cfg.panic = panic;
     CHILD_CHECK(page_init(&cfg) == PAGE_OK);
     body();
     _exit(0);
@@ -248,6 +259,15 @@ static void null_panic_hook_with_unknown_flags_also_kills_the_process(void **sta
   if (!WIFSIGNALED(c.status)) fail_msg("child exited normally (status 0x%x): %s", c.status, c.out);
 }
 
+static void panic_hook_that_returns_still_stops_the_process(void **state) {
+  (void)state;
+  struct child c = run_child_with(assert_with_zero_count, panic_that_returns);
+  /* The hook ran (once), then kpalloc stopped the process itself. */
+  assert_non_null(strstr(c.out, "returning from panic: kpalloc: allocation failed: count=0"));
+  assert_null(strstr(c.out, "child check failed"));
+  if (!WIFSIGNALED(c.status)) fail_msg("child exited normally (status 0x%x): %s", c.status, c.out);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(assert_allocation_that_succeeds_returns_without_panicking),
@@ -259,6 +279,7 @@ int main(void) {
       cmocka_unit_test(assert_alloc_at_on_busy_pages_panics),
       cmocka_unit_test(failed_assert_allocation_without_panic_hook_kills_the_process),
       cmocka_unit_test(null_panic_hook_with_unknown_flags_also_kills_the_process),
+      cmocka_unit_test(panic_hook_that_returns_still_stops_the_process),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

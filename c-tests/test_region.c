@@ -58,6 +58,27 @@ static void region_bounds_are_rounded_inward_to_whole_pages(void **state) {
   assert_healthy();
 }
 
+static void blocks_never_span_two_adjacent_regions(void **state) {
+  (void)state;
+  /* Two adjacent user regions of 8 pages each (one metadata page each):
+   * physically contiguous, but every block lies in one region. */
+  uint64_t a = MIB(120), b = MIB(120) + 8 * PAGE;
+  assert_status(page_region_add(a, b, PAGE_POOL_USER), PAGE_OK);
+  assert_status(page_region_add(b, b + 8 * PAGE, PAGE_POOL_USER), PAGE_OK);
+  EXPECT_REFUSED(page_alloc_at(b - 2 * PAGE, 4, PAGE_ALLOC_USER), PAGE_ENOTMANAGED, page_from_pa(b - 2 * PAGE));
+  EXPECT_REFUSED(page_alloc_at(b - PAGE, 2, PAGE_ALLOC_USER), PAGE_ENOTMANAGED, page_from_pa(b - PAGE));
+  /* The second region's first page is its metadata, not a usable page. */
+  EXPECT_REFUSED(page_alloc_at(b, 1, PAGE_ALLOC_USER), PAGE_ENOTMANAGED, page_from_pa(b));
+  void *first = page_alloc(7, PAGE_ALLOC_USER);
+  assert_non_null(first);
+  assert_int_equal(page_to_pa(first), a + PAGE);
+  void *second = page_alloc(7, PAGE_ALLOC_USER);
+  assert_non_null(second);
+  assert_int_equal(page_to_pa(second), b + PAGE);
+  assert_status(page_free(first), PAGE_OK);
+  assert_status(page_free(second), PAGE_OK);
+}
+
 static void empty_range_is_einval_and_changes_nothing(void **state) {
   (void)state;
   EXPECT_REFUSED(page_region_add(MIB(200), MIB(200), PAGE_POOL_KERNEL), PAGE_EINVAL, PA(MIB(200)));
@@ -217,6 +238,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       T(region_add_counts_pages_metadata_and_free_pages),
       T(region_bounds_are_rounded_inward_to_whole_pages),
+      T(blocks_never_span_two_adjacent_regions),
       T(empty_range_is_einval_and_changes_nothing),
       T(reversed_range_is_einval_and_changes_nothing),
       T(address_beyond_2_pow_52_is_einval),
