@@ -114,20 +114,29 @@ static void init_with_null_config_after_init_is_ebusy_with_null_address(void **s
   EXPECT_REFUSED(page_init(NULL), PAGE_EBUSY, NULL);
 }
 
-static void init_with_bad_debug_bits_after_init_is_einval_and_keeps_allocator(void **state) {
+/* LIBRARY BUG (reported): after page_init, a second page_init whose config
+ * has unknown debug bits is refused (PAGE_EINVAL) but reported only through
+ * the *rejected* config's on_misuse hook, and misuse_reports does not move.
+ * The header promises that the installed on_misuse is "told once about every
+ * call refused as misuse" and that misuse_reports counts "calls refused as
+ * misuse (each also reported through on_misuse)"; page_init(&other) with a
+ * valid config after init (PAGE_EBUSY) does exactly that. */
+static void init_with_bad_debug_bits_after_init_is_reported_through_the_installed_hook(void **state) {
   (void)state;
-  page_config bad = testmem_config();
-  bad.debug = 4;
-  /* Checked before initialisation state: reported through bad's hook (ours),
-   * but no allocator counter moves since bad never became one. */
+  page_config bad;
+  memset(&bad, 0, sizeof bad);
+  bad.phys_offset = testmem_phys_offset() + MIB(1);
+  bad.debug = 4; /* unknown bit; no hooks of its own */
   page_stats before = stats_now();
   misuse_reset();
-  assert_status(page_init(&bad), PAGE_EINVAL);
-  assert_int_equal(hooks.misuse_calls, 1);
-  assert_status(hooks.misuse[0].status, PAGE_EINVAL);
-  assert_ptr_equal(hooks.misuse[0].addr, &bad);
-  page_stats after = stats_now();
-  assert_int_equal(after.regions, before.regions);
+  page_status got = page_init(&bad);
+  /* Both PAGE_EINVAL (bad debug bits) and PAGE_EBUSY (already initialised)
+   * describe this call; either is a refusal. */
+  if (got != PAGE_EINVAL && got != PAGE_EBUSY)
+    fail_msg("page_init returned %s, expected PAGE_EINVAL or PAGE_EBUSY", page_status_str(got));
+  assert_misuse_once(got, &bad);
+  assert_stats_moved(&before, 1, 0);
+  assert_ptr_equal(page_from_pa(MIB(3)), testmem_kva(MIB(3)));
   assert_healthy();
 }
 
@@ -174,7 +183,7 @@ int main(void) {
       cmocka_unit_test(init_succeeds_with_empty_counters),
       cmocka_unit_test(second_init_is_ebusy_reported_once_and_keeps_first_config),
       cmocka_unit_test(init_with_null_config_after_init_is_ebusy_with_null_address),
-      cmocka_unit_test(init_with_bad_debug_bits_after_init_is_einval_and_keeps_allocator),
+      cmocka_unit_test(init_with_bad_debug_bits_after_init_is_reported_through_the_installed_hook),
       cmocka_unit_test(alloc_without_regions_fails_as_enomem_not_misuse),
       cmocka_unit_test(phys_offset_translates_both_ways),
       cmocka_unit_test(first_region_after_init_is_usable),
