@@ -7,12 +7,13 @@
  * and a kernel region straddling 4 GiB (300 pages each side). */
 #include "testmem.h"
 
-#define NREG 3
-#define MAXP 700
+#define NREG 4
+#define MAXP 70000
 
 struct region {
   uint64_t start, usable, end; /* page frame numbers */
   uint32_t pool;
+  uint64_t used;
   /* per page from start: 0 free; >0 head with that count; <0 interior */
   int64_t state[MAXP];
   uint32_t len[MAXP]; /* block length at heads */
@@ -21,6 +22,7 @@ struct region {
 static struct region regs[NREG];
 static uint64_t seed = 0x9E3779B97F4A7C15ull;
 static uint64_t model_misuse, model_failed, model_high;
+static int big; /* the phase with large blocks in the large user region */
 
 static uint64_t rnd(void) {
   seed ^= seed << 13;
@@ -48,6 +50,9 @@ static int setup(void **state) {
   add(2, GIB(4) - 300 * PAGE, 600, PAGE_POOL_KERNEL);
   add(0, MIB(1), 600, PAGE_POOL_KERNEL);
   add(1, MIB(64), 200, PAGE_POOL_USER);
+  /* Large enough for several levels of the bitmap's summaries; only its
+   * metadata (about 270 KiB) and the first page of each block get touched. */
+  add(3, MIB(128), 66313, PAGE_POOL_USER);
   return 0;
 }
 
@@ -64,21 +69,24 @@ static int64_t *st(uint64_t pfn) {
 
 static uint64_t used_pages(void) {
   uint64_t used = 0;
-  for (int i = 0; i < NREG; i++)
-    for (uint64_t p = regs[i].usable; p < regs[i].end; p++) used += regs[i].state[p - regs[i].start] != 0;
+  for (int i = 0; i < NREG; i++) used += regs[i].used;
   return used;
 }
 
+/* The longest free run is a scan of every page: only every 16th step. */
 static void check_counters(uint64_t step) {
   page_stats s = stats_now();
-  uint64_t used = used_pages(), user_free = 0, longest = 0;
-  for (int i = 0; i < NREG; i++) {
-    uint64_t run = 0;
-    for (uint64_t p = regs[i].usable; p < regs[i].end; p++) {
-      int free = regs[i].state[p - regs[i].start] == 0;
-      run = free ? run + 1 : 0;
-      if (run > longest) longest = run;
-      if (free && regs[i].pool == PAGE_POOL_USER) user_free++;
+  uint64_t used = used_pages(), user_free = 0, longest = s.largest_free_run;
+  for (int i = 0; i < NREG; i++)
+    if (regs[i].pool == PAGE_POOL_USER) user_free += regs[i].end - regs[i].usable - regs[i].used;
+  if (step % 16 == 0) {
+    longest = 0;
+    for (int i = 0; i < NREG; i++) {
+      uint64_t run = 0;
+      for (uint64_t p = regs[i].usable; p < regs[i].end; p++) {
+        run = regs[i].state[p - regs[i].start] == 0 ? run + 1 : 0;
+        if (run > longest) longest = run;
+      }
     }
   }
   if (used > model_high) model_high = used;
@@ -117,6 +125,7 @@ static void model_claim(uint64_t pfn, uint64_t count) {
   struct region *r = region_of(pfn);
   r->state[pfn - r->start] = 1;
   r->len[pfn - r->start] = (uint32_t)count;
+  r->used += count;
   for (uint64_t k = 1; k < count; k++) r->state[pfn + k - r->start] = -1;
 }
 
@@ -124,6 +133,7 @@ static void model_release(uint64_t pfn) {
   struct region *r = region_of(pfn);
   uint32_t n = r->len[pfn - r->start];
   for (uint64_t k = 0; k < n; k++) r->state[pfn + k - r->start] = 0;
+  r->used -= n;
 }
 
 /* The status page_free/get/put/split should give for a usable page. */
@@ -139,11 +149,17 @@ static uint64_t random_usable_pfn(void) {
 
 static void step_alloc(void) {
   static const uint64_t counts[] = {1, 1, 1, 2, 3, 4, 5, 7, 8, 16, 33, 64, 65, 100, 250};
-  uint64_t count = counts[rnd() % (sizeof counts / sizeof counts[0])];
-  uint64_t align = (uint64_t)1 << (rnd() % 8);
+  static const uint64_t big_counts[] = {1, 3, 63, 64, 65, 200, 511, 512, 1000, 4095, 4097, 9000, 20000};
+  uint64_t count = big ? big_counts[rnd() % (sizeof big_counts / sizeof big_counts[0])]
+                       : counts[rnd() % (sizeof counts / sizeof counts[0])];
+  uint64_t align = (uint64_t)1 << (rnd() % (big ? 13 : 8));
   if (rnd() % 4) align = 1;
   uint32_t flags = (uint32_t)(rnd() % 16) & ~(uint32_t)PAGE_ALLOC_ASSERT;
+  if (big) flags = (flags | PAGE_ALLOC_USER) & ~(uint32_t)PAGE_ALLOC_ZERO;
   uint64_t want = model_find(count, align, flags);
+  /* Keep the large region untouched (a few MiB per test): no ZERO there. */
+  int in_large = want >= regs[3].start && want < regs[3].end;
+  if (in_large) flags &= ~(uint32_t)PAGE_ALLOC_ZERO;
   void *p = page_alloc_aligned(count, align, flags);
   if (want == 0) {
     if (p != NULL)
@@ -163,7 +179,8 @@ static void step_alloc(void) {
     for (uint64_t i = 0; i < count * PAGE; i += 512)
       if (b[i]) fail_msg("PAGE_ALLOC_ZERO block has byte 0x%02x at %llu", b[i], (unsigned long long)i);
   }
-  memset(p, 0x5C, count * PAGE); /* dirty it for later ZERO checks */
+  /* Dirty it for later ZERO checks (not in the large region). */
+  if (!in_large) memset(p, 0x5C, count * PAGE);
 }
 
 static void step_alloc_at(void) {
@@ -171,6 +188,7 @@ static void step_alloc_at(void) {
   uint64_t count = 1 + rnd() % 12;
   struct region *r = region_of(pfn);
   uint32_t flags = (uint32_t)(rnd() % 16) & ~(uint32_t)PAGE_ALLOC_ASSERT;
+  if (r == &regs[3]) flags &= ~(uint32_t)PAGE_ALLOC_ZERO;
   if (rnd() % 2) flags = (flags & ~(uint32_t)PAGE_ALLOC_USER) | (r->pool == PAGE_POOL_USER ? PAGE_ALLOC_USER : 0);
   page_status want = PAGE_OK;
   uint32_t pool = flags & PAGE_ALLOC_USER ? PAGE_POOL_USER : PAGE_POOL_KERNEL;
@@ -309,11 +327,21 @@ static void random_calls_match_the_model_near_exhaustion(void **state) {
   check_counters(0);
 }
 
+static void random_large_blocks_match_the_model_in_a_large_region(void **state) {
+  (void)state;
+  big = 1;
+  run(3000, 6);
+  big = 0;
+  release_everything();
+  check_counters(0);
+}
+
 int main(void) {
 #define T(f) cmocka_unit_test_teardown(f, tm_teardown_all_free)
   const struct CMUnitTest tests[] = {
       T(random_calls_match_the_model_at_low_occupancy),
       T(random_calls_match_the_model_near_exhaustion),
+      T(random_large_blocks_match_the_model_in_a_large_region),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }
