@@ -1,0 +1,63 @@
+# kpalloc for kernels: the same crate built freestanding for
+# x86_64-unknown-none and prelinked by tools/prelink.sh, as IMPORTED targets
+#   kpalloc::kpalloc_kernel        the target's default (PIC, kernel code
+#                                  model): kernels linked in the top 2 GiB
+#                                  (-mcmodel=kernel)
+#   kpalloc::kpalloc_kernel_large  static relocations, large code model:
+#                                  kernels linked above 4 GiB (-mcmodel=large)
+# A kernel's CMake needs one line:
+#   target_link_libraries(mykernel PRIVATE kpalloc::kpalloc_kernel)
+# Included from the top-level CMakeLists.txt (needs CARGO).
+
+set(KPALLOC_KERNEL_RUST_TARGET x86_64-unknown-none)
+set(KPALLOC_KERNEL_DIR ${CMAKE_BINARY_DIR}/kernel-lib)
+
+# kpalloc_kernel_variant(NAME RUSTFLAGS TARGET)
+#   builds ${KPALLOC_KERNEL_DIR}/NAME/libkpalloc.a with RUSTFLAGS and wraps
+#   it as the IMPORTED target TARGET (when TARGET is not empty).
+function(kpalloc_kernel_variant name rustflags imported)
+  set(cargo_dir ${KPALLOC_KERNEL_DIR}/${name}/cargo)
+  set(lib ${KPALLOC_KERNEL_DIR}/${name}/libkpalloc.a)
+  add_custom_target(kpalloc_cargo_kernel_${name} ALL
+    COMMAND ${CMAKE_COMMAND} -E env "RUSTFLAGS=${rustflags}" ${KPALLOC_KERNEL_CARGO_ENV}
+      ${CARGO} build --quiet --release --no-default-features
+      --target ${KPALLOC_KERNEL_RUST_TARGET} --target-dir ${cargo_dir}
+    COMMAND ${CMAKE_SOURCE_DIR}/tools/prelink.sh
+      ${cargo_dir}/${KPALLOC_KERNEL_RUST_TARGET}/release/libkpalloc.a ${lib}
+    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}
+    BYPRODUCTS ${lib}
+    COMMENT "cargo build (freestanding library, ${name})"
+    USES_TERMINAL)
+  if(imported)
+    add_library(${imported} STATIC IMPORTED GLOBAL)
+    set_target_properties(${imported} PROPERTIES
+      IMPORTED_LOCATION ${lib}
+      INTERFACE_INCLUDE_DIRECTORIES ${CMAKE_SOURCE_DIR}/include)
+    add_dependencies(${imported} kpalloc_cargo_kernel_${name})
+  endif()
+  set(KPALLOC_KERNEL_LIB_${name} ${lib} PARENT_SCOPE)
+endfunction()
+
+set(KPALLOC_KERNEL_CARGO_ENV "")
+kpalloc_kernel_variant(default "" kpalloc::kpalloc_kernel)
+kpalloc_kernel_variant(large "-C relocation-model=static -C code-model=large" kpalloc::kpalloc_kernel_large)
+
+if(BUILD_TESTING)
+  # One more build of the default variant, only to measure stack use: the
+  # same compiler and flags plus -Zemit-stack-sizes (RUSTC_BOOTSTRAP lets
+  # the stable compiler accept that one -Z flag), read by
+  # tools/stack_usage.py in the ctest kernel_link_check.
+  set(KPALLOC_KERNEL_CARGO_ENV RUSTC_BOOTSTRAP=1)
+  kpalloc_kernel_variant(stacksizes "-Z emit-stack-sizes" "")
+
+  add_test(NAME kernel_link_check
+    COMMAND ${CMAKE_SOURCE_DIR}/tools/kernel_link_check.sh
+      ${KPALLOC_KERNEL_LIB_default} ${KPALLOC_KERNEL_LIB_stacksizes}
+      ${CMAKE_SOURCE_DIR}/include ${CMAKE_BINARY_DIR}/kernel-link-check)
+  set_tests_properties(kernel_link_check PROPERTIES TIMEOUT 120)
+  add_test(NAME kernel_link_check_large
+    COMMAND ${CMAKE_SOURCE_DIR}/tools/kernel_link_check.sh --large
+      ${KPALLOC_KERNEL_LIB_large} ""
+      ${CMAKE_SOURCE_DIR}/include ${CMAKE_BINARY_DIR}/kernel-link-check-large)
+  set_tests_properties(kernel_link_check_large PROPERTIES TIMEOUT 120)
+endif()

@@ -1,0 +1,146 @@
+/* The small libc of the demo kernel: the mem* functions every kernel
+ * linking kpalloc must provide, port I/O, COM1 and a printf. */
+#include "kernel.h"
+
+void *memcpy(void *dst, const void *src, size_t n)
+{
+	void *d = dst;
+	__asm__ volatile("rep movsb" : "+D"(d), "+S"(src), "+c"(n) : : "memory");
+	return dst;
+}
+
+void *memset(void *dst, int c, size_t n)
+{
+	void *d = dst;
+	__asm__ volatile("rep stosb" : "+D"(d), "+c"(n) : "a"(c) : "memory");
+	return dst;
+}
+
+void *memmove(void *dst, const void *src, size_t n)
+{
+	unsigned char *d = dst;
+	const unsigned char *s = src;
+	if (d <= s || d >= s + n)
+		return memcpy(dst, src, n);
+	while (n--)
+		d[n] = s[n];
+	return dst;
+}
+
+int memcmp(const void *a, const void *b, size_t n)
+{
+	const unsigned char *x = a, *y = b;
+	for (; n; n--, x++, y++)
+		if (*x != *y)
+			return *x - *y;
+	return 0;
+}
+
+#define COM1 0x3f8
+
+void serial_init(void)
+{
+	outb(COM1 + 1, 0x00);	/* no interrupts */
+	outb(COM1 + 3, 0x80);	/* DLAB */
+	outb(COM1 + 0, 0x01);	/* 115200 baud */
+	outb(COM1 + 1, 0x00);
+	outb(COM1 + 3, 0x03);	/* 8N1 */
+	outb(COM1 + 2, 0xc7);	/* FIFO */
+	outb(COM1 + 4, 0x0b);
+}
+
+static void serial_putc(char c)
+{
+	while (!(inb(COM1 + 5) & 0x20))
+		;
+	outb(COM1, (uint8_t)c);
+}
+
+static void put(char c)
+{
+	if (c == '\n')
+		serial_putc('\r');
+	serial_putc(c);
+}
+
+static void put_num(uint64_t v, unsigned base, int width, char pad, int negative)
+{
+	char buf[24];
+	int n = 0;
+	do {
+		buf[n++] = "0123456789abcdef"[v % base];
+		v /= base;
+	} while (v);
+	if (negative)
+		buf[n++] = '-';
+	while (n < width--)
+		put(pad);
+	while (n)
+		put(buf[--n]);
+}
+
+void kvprintf(const char *fmt, va_list ap)
+{
+	for (; *fmt; fmt++) {
+		if (*fmt != '%') {
+			put(*fmt);
+			continue;
+		}
+		fmt++;
+		char pad = ' ';
+		int width = 0, longs = 0;
+		if (*fmt == '0')
+			pad = '0';
+		while (*fmt >= '0' && *fmt <= '9')
+			width = width * 10 + (*fmt++ - '0');
+		while (*fmt == 'l' || *fmt == 'z') {
+			longs++;
+			fmt++;
+		}
+		switch (*fmt) {
+		case 'd': {
+			int64_t v = longs ? va_arg(ap, int64_t) : va_arg(ap, int);
+			put_num(v < 0 ? -(uint64_t)v : (uint64_t)v, 10, width, pad, v < 0);
+			break;
+		}
+		case 'u':
+			put_num(longs ? va_arg(ap, uint64_t) : va_arg(ap, unsigned), 10, width, pad, 0);
+			break;
+		case 'x':
+			put_num(longs ? va_arg(ap, uint64_t) : va_arg(ap, unsigned), 16, width, pad, 0);
+			break;
+		case 'p':
+			put('0');
+			put('x');
+			put_num((uint64_t)va_arg(ap, void *), 16, width, pad, 0);
+			break;
+		case 's': {
+			const char *s = va_arg(ap, const char *);
+			for (s = s ? s : "(null)"; *s; s++)
+				put(*s);
+			break;
+		}
+		case 'c':
+			put((char)va_arg(ap, int));
+			break;
+		default:
+			put(*fmt);
+		}
+	}
+}
+
+void kprintf(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	kvprintf(fmt, ap);
+	va_end(ap);
+}
+
+_Noreturn void qemu_exit(int success)
+{
+	/* isa-debug-exit: qemu exits with (value << 1) | 1: 33 or 35. */
+	outl(0xf4, success ? 0x10 : 0x11);
+	for (;;)
+		__asm__ volatile("cli; hlt");
+}
