@@ -1,17 +1,26 @@
-//! Generates include/kpalloc.h from the C ABI in src/ with cbindgen.
+//! Generates include/kpalloc.h from the C ABI in src/ with cbindgen (with
+//! the `header` feature, on by default; the library builds for C and for
+//! kernels leave it out and do not compile cbindgen).
 //!
 //! The header is committed. A build writes a fresh copy to
 //! `$OUT_DIR/kpalloc.h`, and to `$KPALLOC_HEADER_OUT` when that is set (the
 //! ctest `header_up_to_date` compares that copy with the committed one);
 //! `KPALLOC_UPDATE_HEADER=1` rewrites include/kpalloc.h itself.
 
+#[cfg(feature = "header")]
 #[path = "tools/header.rs"]
 mod header;
 
-use std::env;
-use std::path::PathBuf;
-
 fn main() {
+    #[cfg(feature = "header")]
+    generate_header();
+}
+
+#[cfg(feature = "header")]
+fn generate_header() {
+    use std::env;
+    use std::path::PathBuf;
+
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed=tools/header.rs");

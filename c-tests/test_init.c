@@ -75,7 +75,7 @@ static void init_with_unknown_debug_bits_is_einval_and_leaves_kpalloc_uninitiali
   assert_status(hooks.misuse[0].stats_status, PAGE_EUNINIT);
   assert_status(page_check(), PAGE_EUNINIT);
   assert_null(page_alloc(1, 0));
-  cfg.debug = 1;
+  cfg.debug = PAGE_DEBUG_POISON | PAGE_DEBUG_TRACK | 4u;
   assert_status(page_init(&cfg), PAGE_EINVAL);
   assert_status(page_check(), PAGE_EUNINIT);
   misuse_reset();

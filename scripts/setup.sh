@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what kpalloc's build, demo and tests need, when it is missing.
-# Sourced by scripts/demo.sh and scripts/test.sh; safe to run again.
+# Sourced by scripts/kernel-demo.sh and scripts/test.sh; safe to run again.
 set -euo pipefail
 
 need_apt=()

@@ -327,9 +327,10 @@ impl<H: Hooks> Allocator<H> {
             let layout = RegionLayout::new(first, last, old.len() + 1, tracking)?;
             // SAFETY: the caller vouches for the whole range; the metadata is
             // its first pages, and no region overlaps it.
-            let table = unsafe {
+            let (region, table) = unsafe {
                 crate::raw::install_region(self.kva(PhysAddr::new(first.pa())), &layout, pool, inner.id, old)
             };
+            region.state.get(inner).free_usable(region);
             self.table.publish(table);
             inner.total_pages += last.0 - first.0;
             inner.metadata_pages += layout.usable.0 - first.0;

@@ -99,6 +99,10 @@ pub fn global() -> Option<&'static Allocator<CHooks>> {
 /// function of that signature, callable from every context kpalloc is used in.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn page_init(cfg: *const PageConfig) -> PageStatus {
+    if let Some(allocator) = global() {
+        // Already made: the installed hooks hear of it.
+        return allocator.report::<()>(PageStatus::EBUSY, cfg.addr()).into();
+    }
     // SAFETY: the caller passes NULL or a valid config.
     let config = unsafe { cfg.as_ref() }.copied().unwrap_or_default();
     let hooks = CHooks { config };
@@ -109,17 +113,16 @@ pub unsafe extern "C" fn page_init(cfg: *const PageConfig) -> PageStatus {
     let mut made = false;
     let allocator = GLOBAL.call_once(|| {
         made = true;
-        Allocator::new(
-            Config {
-                phys_offset: config.phys_offset,
-                debug: config.debug,
-            },
-            hooks,
-        )
+        let config = Config {
+            phys_offset: config.phys_offset,
+            debug: config.debug,
+        };
+        Allocator::new(config, hooks)
     });
     if made {
         PageStatus::OK
     } else {
+        // Another CPU's page_init won the race.
         allocator.report::<()>(PageStatus::EBUSY, cfg.addr()).into()
     }
 }

@@ -128,6 +128,9 @@ pub struct FreeMap<'m> {
 impl<'m> FreeMap<'m> {
     /// Takes over `words` and `summary` (sized by [`SummaryLayout`]) and
     /// marks every page used.
+    // Inlined into the region's construction: one stack frame fewer on the
+    // deepest path of page_region_add (the kernel's 1 KiB stack budget).
+    #[inline(always)]
     pub fn new(words: &'m mut [u64], summary: &'m mut [u64], base_word: u64) -> Self {
         let layout = SummaryLayout::new(words.len());
         assert!(
@@ -189,6 +192,7 @@ impl<'m> FreeMap<'m> {
         self.set_run(start, count, free)
     }
 
+    #[inline(never)]
     fn set_run(&mut self, start: usize, count: usize, free: bool) {
         let end = start + count;
         let mut bit = start;

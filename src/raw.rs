@@ -18,8 +18,9 @@ fn pointer<T>(kva: usize) -> *mut T {
     ptr::with_exposed_provenance_mut(kva)
 }
 
-/// Writes a new region's metadata at `kva` and returns a table of `old`'s
-/// regions plus the new one, sorted by address, to be published.
+/// Writes a new region's metadata at `kva`, all its pages used, and returns
+/// it with a table of `old`'s regions plus the new one, sorted by address,
+/// to be published.
 ///
 /// The metadata is written in full before anything refers to it; only the
 /// metadata bytes are touched, never the usable pages.
@@ -34,7 +35,7 @@ pub(crate) unsafe fn install_region(
     pool: Pool,
     owner_id: u64,
     old: &[&'static Region],
-) -> &'static RegionTable {
+) -> (&'static Region, &'static RegionTable) {
     // SAFETY (for every block below): each piece lies inside the metadata
     // bytes the caller handed over, at an offset RegionLayout aligned for its
     // type, and the pieces do not overlap, so each `&'static` made here is
@@ -46,10 +47,8 @@ pub(crate) unsafe fn install_region(
     // SAFETY: AtomicU32 has the size, alignment and bit validity of u32.
     let slots: &'static [AtomicU32] = unsafe { slice::from_raw_parts(slots.as_ptr().cast(), slots.len()) };
 
-    let mut map = FreeMap::new(words, summary, layout.base.0 / 64);
-    let first = (layout.usable.0 - layout.base.0) as usize;
-    let usable = (layout.end.0 - layout.usable.0) as usize;
-    map.set(first, usable, true);
+    // Every page starts used; the caller frees the usable ones.
+    let map = FreeMap::new(words, summary, layout.base.0 / 64);
     let region = Region {
         start: layout.start,
         usable: layout.usable,
@@ -61,8 +60,8 @@ pub(crate) unsafe fn install_region(
             owner_id,
             RegionState {
                 map,
-                free_pages: usable as u64,
-                run_bound: usable as u64,
+                free_pages: 0,
+                run_bound: 0,
                 tags,
             },
         ),
@@ -77,7 +76,7 @@ pub(crate) unsafe fn install_region(
         unsafe { entries.add(i).write(*entry) };
     }
     let regions = unsafe { slice::from_raw_parts(entries, layout.table_len) };
-    unsafe { place(kva + layout.table_at, RegionTable { regions }) }
+    (region, unsafe { place(kva + layout.table_at, RegionTable { regions }) })
 }
 
 /// # Safety

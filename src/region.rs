@@ -70,6 +70,14 @@ pub(crate) struct RegionState {
 }
 
 impl RegionState {
+    /// Marks every usable page of a new region free.
+    pub(crate) fn free_usable(&mut self, region: &Region) {
+        let (first, end) = region.usable_bits();
+        self.map.set(first, end - first, true);
+        self.free_pages = (end - first) as u64;
+        self.run_bound = self.free_pages;
+    }
+
     /// Finds the first free run of `count` pages aligned to `align` that
     /// ends at or below frame `limit`; returns its first bit.
     pub(crate) fn find_run(&mut self, region: &Region, count: usize, align: usize, limit: Pfn) -> Option<usize> {

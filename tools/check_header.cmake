@@ -1,7 +1,7 @@
 # Regenerates the header into ${FRESH} through build.rs and fails if it
 # differs from the committed include/kpalloc.h.
 execute_process(
-  COMMAND ${CMAKE_COMMAND} -E env KPALLOC_HEADER_OUT=${FRESH} ${CARGO} build --quiet ${CARGO_FLAGS}
+  COMMAND ${CMAKE_COMMAND} -E env KPALLOC_HEADER_OUT=${FRESH} ${CARGO} build --quiet --lib
   WORKING_DIRECTORY ${SOURCE_DIR}
   RESULT_VARIABLE built)
 if(NOT built EQUAL 0)

@@ -792,6 +792,45 @@ static void test_split(void)
 	end("split");
 }
 
+/* page_dump of a fragmented heap, printed between markers for kpalloc-map:
+ * blocks of 1 to 29 pages, every fifth shared, every third freed again. */
+static char dump_buf[64 * 1024];
+static void *dump_blocks[3000];
+
+static void test_dump(void)
+{
+	begin("page_dump");
+	struct page_stats before = stats();
+	unsigned n = 0;
+	while (n < sizeof dump_blocks / sizeof dump_blocks[0]) {
+		void *b = page_alloc(1 + (n * 7) % 29, 0);
+		if (!b)
+			break;
+		if (n % 5 == 0)
+			CHECK(page_get(b) == PAGE_OK, "get");
+		dump_blocks[n++] = b;
+	}
+	for (unsigned i = 0; i < n; i += 3) {
+		if (i % 5 == 0)
+			page_put(dump_blocks[i]);
+		CHECK(page_put(dump_blocks[i]) == PAGE_OK, "put %u", i);
+		dump_blocks[i] = 0;
+	}
+	size_t needed = page_dump(dump_buf, sizeof dump_buf);
+	CHECK(needed < sizeof dump_buf, "dump needs %lu bytes", (unsigned long)needed);
+	CHECK(needed > 20 && dump_buf[needed - 1] == '\n', "dump ends with a line");
+	kprintf("%s", dump_buf);
+	for (unsigned i = 0; i < n; i++) {
+		if (!dump_blocks[i])
+			continue;
+		if (i % 5 == 0)
+			page_put(dump_blocks[i]);
+		CHECK(page_put(dump_blocks[i]) == PAGE_OK, "put %u", i);
+	}
+	CHECK(same_counts(before, stats()), "counts changed");
+	end("page_dump");
+}
+
 static void test_aligned(void)
 {
 	begin("2 MiB-aligned blocks");
@@ -1073,6 +1112,7 @@ void kmain(uint32_t magic, uint64_t mbi)
 	test_stack();
 	test_irq();
 	test_kept();
+	test_dump();
 	stack_report();
 
 	kprintf("%u passed, %u failed\n", passed, failed);

@@ -145,15 +145,20 @@ fn svg(dump: &Dump) -> String {
         );
         y += 16;
         let cells = cells(&region.runs, pages_per_cell);
-        for (i, state) in cells.iter().enumerate() {
-            let (row, column) = (i as u64 / CELLS_PER_ROW, i as u64 % CELLS_PER_ROW);
-            let _ = writeln!(
-                body,
-                r#"<rect x="{}" y="{}" width="{CELL}" height="{CELL}" fill="{}"/>"#,
-                MARGIN + column * CELL,
-                y + row * CELL,
-                colour(*state)
-            );
+        // One rectangle per run of same-state cells within a row.
+        for (row, row_cells) in cells.chunks(CELLS_PER_ROW as usize).enumerate() {
+            let mut column = 0;
+            for run in row_cells.chunk_by(|a, b| a == b) {
+                let _ = writeln!(
+                    body,
+                    r#"<rect x="{}" y="{}" width="{}" height="{CELL}" fill="{}"/>"#,
+                    MARGIN + column * CELL,
+                    y + row as u64 * CELL,
+                    run.len() as u64 * CELL,
+                    colour(run[0])
+                );
+                column += run.len() as u64;
+            }
         }
         y += (cells.len() as u64).div_ceil(CELLS_PER_ROW) * CELL + 14;
     }
@@ -239,9 +244,11 @@ mod tests {
     }
 
     #[test]
-    fn the_svg_has_one_rect_per_cell_plus_legend_and_background() {
+    fn the_svg_has_one_rect_per_run_of_cells_plus_legend_and_background() {
         let picture = svg(&parse(DUMP).unwrap());
         assert!(picture.starts_with("<svg"));
-        assert_eq!(picture.matches("<rect").count(), 1 + STATES.len() + 10);
+        // Cells M F F F F F U U U S: four runs.
+        assert_eq!(picture.matches("<rect").count(), 1 + STATES.len() + 4);
+        assert!(picture.contains(r##"width="20" height="4" fill="#dfe6e9""##));
     }
 }
