@@ -8,14 +8,9 @@ static uint64_t low_first, high_first;
 static int setup(void **state) {
   (void)state;
   testmem_init();
-  page_stats s0 = stats_now();
-  assert_status(page_region_add(MIB(1), MIB(17), PAGE_POOL_KERNEL), PAGE_OK);
-  page_stats s1 = stats_now();
-  assert_status(page_region_add(GIB(4) - MIB(8), GIB(4) + MIB(8), PAGE_POOL_KERNEL), PAGE_OK);
-  page_stats s2 = stats_now();
-  assert_status(page_region_add(GIB(4) + MIB(16), GIB(4) + MIB(32), PAGE_POOL_USER), PAGE_OK);
-  low_first = MIB(1) + (s1.metadata_pages - s0.metadata_pages) * PAGE;
-  high_first = GIB(4) - MIB(8) + (s2.metadata_pages - s1.metadata_pages) * PAGE;
+  low_first = testmem_add_region(MIB(1), MIB(17), PAGE_POOL_KERNEL);
+  high_first = testmem_add_region(GIB(4) - MIB(8), GIB(4) + MIB(8), PAGE_POOL_KERNEL);
+  testmem_add_region(GIB(4) + MIB(16), GIB(4) + MIB(32), PAGE_POOL_USER);
   return 0;
 }
 

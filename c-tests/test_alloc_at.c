@@ -8,13 +8,8 @@ static uint64_t kernel_first, user_first;
 static int setup(void **state) {
   (void)state;
   testmem_init();
-  page_stats s0 = stats_now();
-  assert_status(page_region_add(MIB(1), MIB(17), PAGE_POOL_KERNEL), PAGE_OK);
-  page_stats s1 = stats_now();
-  assert_status(page_region_add(MIB(32), MIB(36), PAGE_POOL_USER), PAGE_OK);
-  page_stats s2 = stats_now();
-  kernel_first = MIB(1) + (s1.metadata_pages - s0.metadata_pages) * PAGE;
-  user_first = MIB(32) + (s2.metadata_pages - s1.metadata_pages) * PAGE;
+  kernel_first = testmem_add_region(MIB(1), MIB(17), PAGE_POOL_KERNEL);
+  user_first = testmem_add_region(MIB(32), MIB(36), PAGE_POOL_USER);
   return 0;
 }
 

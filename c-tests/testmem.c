@@ -86,6 +86,12 @@ void testmem_init(void) {
   }
 }
 
+uint64_t testmem_add_region(uint64_t start, uint64_t end, uint32_t pool) {
+  uint64_t metadata_before = stats_now().metadata_pages;
+  assert_status(page_region_add(start, end, pool), PAGE_OK);
+  return start + (stats_now().metadata_pages - metadata_before) * PAGE;
+}
+
 void misuse_reset(void) {
   hooks.misuse_calls = 0;
   memset(hooks.misuse, 0, sizeof hooks.misuse);

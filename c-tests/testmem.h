@@ -67,6 +67,9 @@ void tm_irq_restore(uint64_t saved);
 page_config testmem_config(void);
 /* Maps the memory and calls page_init(testmem_config()), asserting OK. */
 void testmem_init(void);
+/* Adds [start, end) to `pool`, asserting PAGE_OK; returns the physical
+ * address of the region's first usable page (after its metadata). */
+uint64_t testmem_add_region(uint64_t start, uint64_t end, uint32_t pool);
 /* Forgets the recorded misuse reports. */
 void misuse_reset(void);
 

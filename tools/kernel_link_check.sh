@@ -29,7 +29,7 @@ cflags="-ffreestanding -nostdlib -fno-pic -mno-red-zone -mno-sse -mno-mmx -mcmod
 # shellcheck disable=SC2086
 gcc $cflags -I"$include" -c "$here/kernel-link-check/user.c" -o "$work/user.o"
 # shellcheck disable=SC2086
-gcc $cflags -c "$here/kernel-link-check/mem.c" -o "$work/mem.o"
+gcc $cflags -c "$here/../examples/kernel/mem.c" -o "$work/mem.o"
 exports=$(nm -g --defined-only "$lib" | awk '$3 ~ /^(page_|kpalloc_)/ { printf " -u %s", $3 }')
 link() { # output, objects...
   out=$1

@@ -1,40 +1,7 @@
-/* The small libc of the demo kernel: the mem* functions every kernel
- * linking kpalloc must provide, port I/O, COM1 and a printf. */
+/* The small libc of the demo kernel: port I/O, COM1 and a printf (the
+ * mem* functions every kernel linking kpalloc must provide are in mem.c). */
 #include "kernel.h"
 
-void *memcpy(void *dst, const void *src, size_t n)
-{
-	void *d = dst;
-	__asm__ volatile("rep movsb" : "+D"(d), "+S"(src), "+c"(n) : : "memory");
-	return dst;
-}
-
-void *memset(void *dst, int c, size_t n)
-{
-	void *d = dst;
-	__asm__ volatile("rep stosb" : "+D"(d), "+c"(n) : "a"(c) : "memory");
-	return dst;
-}
-
-void *memmove(void *dst, const void *src, size_t n)
-{
-	unsigned char *d = dst;
-	const unsigned char *s = src;
-	if (d <= s || d >= s + n)
-		return memcpy(dst, src, n);
-	while (n--)
-		d[n] = s[n];
-	return dst;
-}
-
-int memcmp(const void *a, const void *b, size_t n)
-{
-	const unsigned char *x = a, *y = b;
-	for (; n; n--, x++, y++)
-		if (*x != *y)
-			return *x - *y;
-	return 0;
-}
 
 #define COM1 0x3f8
 
