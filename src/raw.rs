@@ -45,7 +45,7 @@ pub(crate) unsafe fn install_region(
     let slots: &'static mut [u32] = unsafe { zeroed(kva + layout.slots_at, layout.slots()) };
     let tags: &'static mut [Tag] = unsafe { zeroed(kva + layout.tags_at, layout.tags) };
     // SAFETY: AtomicU32 has the size, alignment and bit validity of u32.
-    let slots: &'static [AtomicU32] = unsafe { slice::from_raw_parts(slots.as_ptr().cast(), slots.len()) };
+    let slots: &'static [AtomicU32] = unsafe { slice::from_raw_parts(slots.as_mut_ptr().cast(), slots.len()) };
 
     // Every page starts used; the caller frees the usable ones.
     let map = FreeMap::new(words, summary, layout.base.0 / 64);

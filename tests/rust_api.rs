@@ -172,6 +172,8 @@ fn c_abi_round_trip_from_rust() {
     assert_eq!(page_free(block), PageStatus::ENOTALLOCATED);
     assert_eq!(page_free(std::ptr::null_mut()), PageStatus::ENOTMANAGED);
     assert!(page_alloc(1, 1 << 10).is_null());
+    let unknown_pool = unsafe { page_region_add(1 << 40, (1 << 40) + 64 * PAGE, 7) };
+    assert_eq!(unknown_pool, PageStatus::EINVAL);
     assert!(page_alloc(0, 0).is_null());
     assert_eq!(page_alloc_at(memory.pa(PAGES - 1).as_u64(), 1, 0), PageStatus::OK);
     assert_eq!(page_alloc_at(memory.pa(PAGES - 1).as_u64(), 1, 0), PageStatus::EBUSY);
