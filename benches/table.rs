@@ -17,8 +17,8 @@ mod scenarios;
 use scenarios::*;
 
 /// Batches per median, and the time one batch should take.
-const BATCHES: usize = 31;
-const BATCH_TIME: Duration = Duration::from_millis(1);
+const BATCHES: usize = 101;
+const BATCH_TIME: Duration = Duration::from_micros(200);
 /// Repetitions of the S4 fill/drain, and of the thread runs.
 const REPEATS: usize = 5;
 
@@ -284,7 +284,42 @@ fn plot(path: &str, sizes: &[(&str, usize)], series: &[Cells]) -> Result<(), Box
     Ok(())
 }
 
+/// Runs `n` pairs; a function of its own for `callgrind --toggle-collect`.
+#[inline(never)]
+fn profiled_pairs<S: Subject>(s: &S, sc: PairScenario, n: u64) {
+    for _ in 0..n {
+        pair(s, std::hint::black_box(sc.count), std::hint::black_box(sc.align));
+    }
+}
+
+/// `KPALLOC_BENCH_PROFILE=S2b` (or S1, S2, S3, S5-64G): builds the scenario
+/// for every allocator and runs 100000 pairs of each in `profiled_pairs`,
+/// nothing else, for `valgrind --tool=callgrind
+/// --toggle-collect='table::profiled_pairs*'`: instructions per pair
+/// without the noise of timing.
+fn profile(which: &str) {
+    let sc = match which {
+        "S1" => S1,
+        "S2" => S2,
+        "S2b" => S2B,
+        "S3" => S3,
+        "S5-64G" => scenarios::s5(64 * GIB_PAGES),
+        other => panic!("unknown scenario {other}"),
+    };
+    struct V(PairScenario);
+    impl Visitor for V {
+        fn visit<S: Subject>(&mut self) {
+            let s = S::build(&self.0.setup());
+            profiled_pairs(&s, self.0, 100_000);
+        }
+    }
+    each_subject(&mut V(sc));
+}
+
 fn main() {
+    if let Ok(which) = std::env::var("KPALLOC_BENCH_PROFILE") {
+        return profile(&which);
+    }
     // `cargo bench` passes `--bench`; nothing else is taken.
     let md_path = std::env::var("KPALLOC_BENCH_MD").unwrap_or_else(|_| "docs/bench.md".into());
     let png_path = std::env::var("KPALLOC_BENCH_PNG").unwrap_or_else(|_| "docs/bench.png".into());
@@ -347,14 +382,14 @@ fn main() {
     let doc = format!(
         "# kpalloc benchmarks\n\n\
          Measured {date} on {machine}. Single thread unless stated, 1 GiB (262144 pages) unless stated; \
-         each value is the median of {BATCHES} batches of about {batch_ms} ms (S4 and threads: median of {REPEATS} runs). \
+         each value is the median of {BATCHES} batches of about {batch_us} µs (S4 and threads: median of {REPEATS} runs). \
          Ratios are kpalloc C ABI / peer (below 1: kpalloc is faster; for the thread ratio, above 1 is better). \
          Every allocator runs behind a spin lock; bitmap-allocator is `BitAlloc256M` at every size. \
          Reproduce with `scripts/bench.sh` (criterion: `cargo bench --bench pairs`). Run time {secs:.0} s.\n\n{table}\n\
          ![ns per pair against memory size](bench.png)\n",
         date = date(),
         machine = machine(),
-        batch_ms = BATCH_TIME.as_millis(),
+        batch_us = BATCH_TIME.as_micros(),
         secs = started.elapsed().as_secs_f64(),
     );
     println!("{table}");

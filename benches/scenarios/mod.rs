@@ -218,7 +218,24 @@ pub struct Kva(pub *mut c_void);
 unsafe impl Send for Kva {}
 
 /// kpalloc through its C ABI (the `extern "C"` functions, over the global).
+///
+/// The global outlives every scenario, so a finished scenario's region is
+/// filled up when it is dropped: then only the current scenario's region
+/// (the lowest, so the first searched) has free pages, and a fill or a
+/// failed allocation never strays into an older region.
 pub struct KpallocC;
+
+impl Drop for KpallocC {
+    fn drop(&mut self) {
+        // Every older region is full, so NULL means this one is too. Big
+        // blocks first, down to single pages.
+        let mut count = 1 << 20;
+        while count > 0 {
+            while !kpalloc::ffi::page_alloc(count, 0).is_null() {}
+            count /= 2;
+        }
+    }
+}
 
 fn ffi_init() {
     static INIT: OnceLock<()> = OnceLock::new();
