@@ -292,7 +292,9 @@ fn profiled_pairs<S: Subject>(s: &S, sc: PairScenario, n: u64) {
     }
 }
 
-/// `KPALLOC_BENCH_PROFILE=S2b` (or S1, S2, S3, S5-64G): builds the scenario
+/// `KPALLOC_BENCH_PROFILE=S2b` (or S1, S2, S3), optionally
+/// `KPALLOC_BENCH_SUBJECT=0` (the table's column, 0 = kpalloc C ABI), with
+/// `KPALLOC_BENCH_ARENA_GIB=16` under valgrind: builds the scenario
 /// for every allocator and runs 100000 pairs of each in `profiled_pairs`,
 /// nothing else, for `valgrind --tool=callgrind
 /// --toggle-collect='table::profiled_pairs*'`: instructions per pair
@@ -303,17 +305,21 @@ fn profile(which: &str) {
         "S2" => S2,
         "S2b" => S2B,
         "S3" => S3,
-        "S5-64G" => scenarios::s5(64 * GIB_PAGES),
         other => panic!("unknown scenario {other}"),
     };
-    struct V(PairScenario);
+    // KPALLOC_BENCH_SUBJECT=i (column i of the table) profiles one allocator.
+    let only: Option<usize> = std::env::var("KPALLOC_BENCH_SUBJECT").ok().and_then(|v| v.parse().ok());
+    struct V(PairScenario, Option<usize>, usize);
     impl Visitor for V {
         fn visit<S: Subject>(&mut self) {
-            let s = S::build(&self.0.setup());
-            profiled_pairs(&s, self.0, 100_000);
+            if self.1.is_none_or(|i| i == self.2) {
+                let s = S::build(&self.0.setup());
+                profiled_pairs(&s, self.0, 100_000);
+            }
+            self.2 += 1;
         }
     }
-    each_subject(&mut V(sc));
+    each_subject(&mut V(sc, only, 0));
 }
 
 fn main() {

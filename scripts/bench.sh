@@ -34,14 +34,19 @@ for arg in "$@"; do
       bin=$(cargo bench --bench table --no-run --message-format=json 2>/dev/null |
         sed -n 's/.*"executable":"\([^"]*table[^"]*\)".*/\1/p' | tail -1)
       out=$(mktemp -d)
+      names=("kpalloc C ABI" "kpalloc Rust" "KeOS-style" "buddy_system_allocator" "bitmap-allocator")
       for sc in S1 S2 S2b S3; do
-        KPALLOC_BENCH_PROFILE=$sc valgrind --tool=callgrind --callgrind-out-file="$out/$sc.cg" \
-          --toggle-collect='*profiled_pairs*' "$bin" >/dev/null 2>&1
-        echo "== $sc: instructions per pair (100000 pairs each)"
-        callgrind_annotate --inclusive=yes "$out/$sc.cg" 2>/dev/null |
-          grep 'profiled_pairs' | grep -v '^--' |
-          awk '{gsub(",","",$1); n=$1/100000; sub(/.*profiled_pairs</,"",$0); sub(/>.*/,"",$0); printf "  %8.1f  %s\n", n, $0}'
+        echo "== $sc: instructions per alloc+free pair (callgrind, 100000 pairs)"
+        for i in 0 1 2 3 4; do
+          KPALLOC_BENCH_PROFILE=$sc KPALLOC_BENCH_SUBJECT=$i KPALLOC_BENCH_ARENA_GIB=16 \
+            valgrind --tool=callgrind --callgrind-out-file="$out/$sc-$i.cg" \
+            --toggle-collect='*profiled_pairs*' "$bin" >/dev/null 2>&1
+          ir=$(callgrind_annotate --inclusive=yes "$out/$sc-$i.cg" 2>/dev/null |
+            grep -m1 'table.rs:table::profiled_pairs' | awk '{gsub(",","",$1); printf "%.0f", $1/100000}')
+          printf "  %8s  %s\n" "$ir" "${names[$i]}"
+        done
       done
+      echo "(callgrind outputs in $out; callgrind_annotate FILE shows where the instructions go)"
       ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac

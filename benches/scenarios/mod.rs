@@ -32,17 +32,26 @@ pub const GIB_PAGES: usize = 1 << 18;
 
 // ---------------------------------------------------------------- memory
 
-/// Physical address of the arena's first byte (4 TiB: far from DMA32 and
-/// well below 2^52).
+/// Physical address of the arena's first byte: 4 TiB (far from DMA32, well
+/// below 2^52), or the arena's virtual address if that is lower, so that
+/// kernel virtual = physical + offset never wraps (kpalloc refuses that).
 const PHYS_BASE: u64 = 4 << 40;
-/// Virtual size of the arena: room for every region one process carves.
-const ARENA_BYTES: usize = 2 << 40;
+const GIB: usize = 1 << 30;
+/// Virtual size of the arena: room for every region one process carves
+/// (2 TiB, untouched but for metadata); `KPALLOC_BENCH_ARENA_GIB` makes it
+/// smaller, for valgrind, whose address space is smaller.
+fn arena_bytes() -> usize {
+    let gib = std::env::var("KPALLOC_BENCH_ARENA_GIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2048usize);
+    gib << 30
+}
 /// Regions are carved in multiples of this (2 MiB), so each one's first
 /// frame number is 512-aligned.
 const CARVE_ALIGN: usize = 2 << 20;
 
 pub struct Arena {
+    /// Virtual address of the arena's first byte (1 GiB aligned).
     virt: usize,
+    phys: u64,
     /// Bytes of the arena not carved yet (the carved part is above).
     top: AtomicUsize,
 }
@@ -51,11 +60,12 @@ pub struct Arena {
 pub fn arena() -> &'static Arena {
     static ARENA: OnceLock<Arena> = OnceLock::new();
     ARENA.get_or_init(|| {
+        let bytes = arena_bytes();
         // SAFETY: a fresh private anonymous mapping; nothing else uses it.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                ARENA_BYTES,
+                bytes + GIB,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
@@ -63,9 +73,11 @@ pub fn arena() -> &'static Arena {
             )
         };
         assert_ne!(p, libc::MAP_FAILED, "mmap of the benchmark arena");
+        let virt = (p as usize).next_multiple_of(GIB);
         Arena {
-            virt: p as usize,
-            top: AtomicUsize::new(ARENA_BYTES),
+            virt,
+            phys: PHYS_BASE.min(virt as u64),
+            top: AtomicUsize::new(bytes),
         }
     })
 }
@@ -73,7 +85,7 @@ pub fn arena() -> &'static Arena {
 impl Arena {
     /// Kernel virtual = physical + this.
     pub fn phys_offset(&self) -> u64 {
-        (self.virt as u64).wrapping_sub(PHYS_BASE)
+        self.virt as u64 - self.phys
     }
 
     /// A fresh range of `pages` pages below every earlier one: its first
@@ -84,7 +96,7 @@ impl Arena {
             .top
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |top| top.checked_sub(bytes))
             .expect("benchmark arena exhausted");
-        PHYS_BASE + (old - bytes) as u64
+        self.phys + (old - bytes) as u64
     }
 
     pub fn kva(&self, pa: u64) -> usize {
@@ -262,7 +274,7 @@ impl Subject for KpallocC {
         let end = setup.pa + (setup.pages * PAGE) as u64;
         // SAFETY: a range of the arena carved for this setup alone.
         let status = unsafe { kpalloc::ffi::page_region_add(setup.pa, end, PAGE_POOL_KERNEL) };
-        assert_eq!(status, PageStatus::OK);
+        assert_eq!(status, PageStatus::OK, "page_region_add({:#x}, {end:#x}), offset {:#x}", setup.pa, arena().phys_offset());
         let meta = (ffi_metadata_pages() - before) as usize;
         assert!(meta <= setup.front, "metadata {meta} > front {}", setup.front);
         for range in setup.used() {
