@@ -7,7 +7,8 @@
 #
 #   scripts/bench.sh              the table and the plot
 #   scripts/bench.sh --criterion  also the criterion benches (cargo bench --bench pairs)
-#   scripts/bench.sh --callgrind  also instructions per pair (valgrind), S1 S2 S2b S3
+#   scripts/bench.sh --callgrind  also instructions per pair (valgrind), S1 S2 S2b S3,
+#                                 appended to docs/bench.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,18 +36,26 @@ for arg in "$@"; do
         sed -n 's/.*"executable":"\([^"]*table[^"]*\)".*/\1/p' | tail -1)
       out=$(mktemp -d)
       names=("kpalloc C ABI" "kpalloc Rust" "KeOS-style" "buddy_system_allocator" "bitmap-allocator")
-      for sc in S1 S2 S2b S3; do
-        echo "== $sc: instructions per alloc+free pair (callgrind, 100000 pairs)"
-        for i in 0 1 2 3 4; do
-          KPALLOC_BENCH_PROFILE=$sc KPALLOC_BENCH_SUBJECT=$i KPALLOC_BENCH_ARENA_GIB=16 \
-            valgrind --tool=callgrind --callgrind-out-file="$out/$sc-$i.cg" \
-            --toggle-collect='*profiled_pairs*' "$bin" >/dev/null 2>&1
-          ir=$(callgrind_annotate --inclusive=yes "$out/$sc-$i.cg" 2>/dev/null |
-            grep -m1 'table.rs:table::profiled_pairs' | awk '{gsub(",","",$1); printf "%.0f", $1/100000}')
-          printf "  %8s  %s\n" "$ir" "${names[$i]}"
+      {
+        echo
+        echo "## Instructions per alloc+free pair (callgrind, 100000 pairs, load-independent)"
+        echo
+        echo "| scenario | ${names[0]} | ${names[1]} | ${names[2]} | ${names[3]} | ${names[4]} |"
+        echo "|---|--:|--:|--:|--:|--:|"
+        for sc in S1 S2 S2b S3; do
+          row="| $sc |"
+          for i in 0 1 2 3 4; do
+            KPALLOC_BENCH_PROFILE=$sc KPALLOC_BENCH_SUBJECT=$i KPALLOC_BENCH_ARENA_GIB=16 \
+              valgrind --tool=callgrind --callgrind-out-file="$out/$sc-$i.cg" \
+              --toggle-collect='*profiled_pairs*' "$bin" >/dev/null 2>&1
+            ir=$(callgrind_annotate --inclusive=yes "$out/$sc-$i.cg" 2>/dev/null |
+              grep -m1 'table.rs:table::profiled_pairs' | awk '{gsub(",","",$1); printf "%.0f", $1/100000}')
+            row="$row $ir |"
+          done
+          echo "$row"
         done
-      done
-      echo "(callgrind outputs in $out; callgrind_annotate FILE shows where the instructions go)"
+      } | tee -a docs/bench.md
+      echo "(callgrind outputs in $out; \`callgrind_annotate $out/S1-0.cg\` shows where kpalloc's instructions go)"
       ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
