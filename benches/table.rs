@@ -253,7 +253,7 @@ fn plot(path: &str, sizes: &[(&str, usize)], series: &[Cells]) -> Result<(), Box
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(72)
-        .build_cartesian_2d((0.18f64..90f64).log_scale(), (lo / 2.0..hi * 2.0).log_scale())?;
+        .build_cartesian_2d((0.18f64..90f64).log_scale().base(2.0), (lo / 2.0..hi * 2.0).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("memory (GiB, 4 KiB pages)")
@@ -391,7 +391,23 @@ fn main() {
          each value is the median of {BATCHES} batches of about {batch_us} µs (S4 and threads: median of {REPEATS} runs). \
          Ratios are kpalloc C ABI / peer (below 1: kpalloc is faster; for the thread ratio, above 1 is better). \
          Every allocator runs behind a spin lock; bitmap-allocator is `BitAlloc256M` at every size. \
-         Reproduce with `scripts/bench.sh` (criterion: `cargo bench --bench pairs`). Run time {secs:.0} s.\n\n{table}\n\
+         Reproduce with `scripts/bench.sh` (criterion: `cargo bench --bench pairs`). Run time {secs:.0} s.\n\n\
+         The machine is shared: a load average well above 2 on 2 cores inflates every column alike \
+         (time slices are lost mid-batch), so compare the columns of one run, the ratios, \
+         and the instruction counts below rather than absolute ns with other runs.\n\n\
+         What is measured:\n\n\
+         - kpalloc C ABI: the `extern \"C\"` functions (`page_alloc_aligned`, `page_free`, ...) called from Rust, \
+           over the process's one global; each scenario adds its own region below all earlier ones, and a finished \
+           scenario's region is filled so that only the current one has free pages.\n\
+         - kpalloc Rust: an `Allocator` instance, `alloc(count, align, flags)` / `free(pa)`.\n\
+         - KeOS-style: a model written for this bench (benches/scenarios/mod.rs): spin-locked bitmap (1 = free), \
+           `AtomicU64` refcount per page, first-fit scan from bit 0 on every call skipping all-zero words, no summary, \
+           no zero-fill, and none of the reference's bugs.\n\
+         - buddy_system_allocator 0.13 `FrameAllocator<33>` in a `spin::Mutex`; frame numbers are physical frame numbers; \
+           only the free pages are inserted.\n\
+         - bitmap-allocator 0.4 `BitAlloc256M` in a `spin::Mutex`; bit = page index in the region.\n\n\
+         Memory is a `MAP_NORESERVE` anonymous mapping: only metadata (and zeroed pages) is ever touched, 64 GiB included.\n\n\
+         {table}\n\
          ![ns per pair against memory size](bench.png)\n",
         date = date(),
         machine = machine(),
