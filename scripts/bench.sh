@@ -49,7 +49,7 @@ for arg in "$@"; do
               valgrind --tool=callgrind --callgrind-out-file="$out/$sc-$i.cg" \
               --toggle-collect='*profiled_pairs*' "$bin" >/dev/null 2>&1
             ir=$(callgrind_annotate --inclusive=yes "$out/$sc-$i.cg" 2>/dev/null |
-              grep -m1 'table.rs:table::profiled_pairs' | awk '{gsub(",","",$1); printf "%.0f", $1/100000}')
+              awk '/table.rs:table::profiled_pairs/ && !done {gsub(",","",$1); printf "%.0f", $1/100000; done=1}')
             row="$row $ir |"
           done
           echo "$row"
