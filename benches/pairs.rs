@@ -7,8 +7,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode};
 use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode};
 
 #[path = "scenarios/mod.rs"]
 mod scenarios;
@@ -23,11 +23,16 @@ fn pair_scenario(c: &mut Criterion, scenario: PairScenario, group_name: &str) {
         fn visit<S: Subject>(&mut self) {
             let sc = self.scenario;
             let s = S::build(&sc.setup());
-            self.group.bench_function(S::NAME, |b| b.iter(|| pair(&s, black_box(sc.count), black_box(sc.align))));
+            self.group.bench_function(S::NAME, |b| {
+                b.iter(|| pair(&s, black_box(sc.count), black_box(sc.align)))
+            });
         }
     }
     let mut group = c.benchmark_group(group_name);
-    each_subject(&mut V { group: &mut group, scenario });
+    each_subject(&mut V {
+        group: &mut group,
+        scenario,
+    });
     group.finish();
 }
 
@@ -99,9 +104,11 @@ fn zero(c: &mut Criterion) {
         fn visit<S: Subject>(&mut self) {
             let s = S::build(&Setup::empty(GIB_PAGES));
             if s.alloc_zeroed().map(|h| s.free(h, 1)).is_some() {
-                self.group.bench_function(format!("zero flag/{}", S::NAME), |b| b.iter(|| zero_flag_pair(&s)));
+                self.group
+                    .bench_function(format!("zero flag/{}", S::NAME), |b| b.iter(|| zero_flag_pair(&s)));
             }
-            self.group.bench_function(format!("memset+pair/{}", S::NAME), |b| b.iter(|| memset_pair(&s)));
+            self.group
+                .bench_function(format!("memset+pair/{}", S::NAME), |b| b.iter(|| memset_pair(&s)));
         }
     }
     let mut group = c.benchmark_group("zero");

@@ -80,7 +80,10 @@ fn pair_row(scenario: PairScenario) -> Cells {
             self.cells.push(Some(ns));
         }
     }
-    let mut v = V { scenario, cells: Vec::new() };
+    let mut v = V {
+        scenario,
+        cells: Vec::new(),
+    };
     each_subject(&mut v);
     v.cells.try_into().unwrap()
 }
@@ -109,7 +112,10 @@ fn s4_rows() -> (Cells, Cells) {
             self.drain.push(Some(d));
         }
     }
-    let mut v = V { fill: Vec::new(), drain: Vec::new() };
+    let mut v = V {
+        fill: Vec::new(),
+        drain: Vec::new(),
+    };
     each_subject(&mut v);
     (v.fill.try_into().unwrap(), v.drain.try_into().unwrap())
 }
@@ -122,14 +128,20 @@ fn zero_rows() -> (Cells, Cells) {
     impl Visitor for V {
         fn visit<S: Subject>(&mut self) {
             let s = S::build(&Setup::empty(GIB_PAGES));
-            let flag = s.alloc_zeroed().map(|h| s.free(h, 1)).map(|()| median_ns(|| zero_flag_pair(&s)));
+            let flag = s
+                .alloc_zeroed()
+                .map(|h| s.free(h, 1))
+                .map(|()| median_ns(|| zero_flag_pair(&s)));
             let memset = median_ns(|| memset_pair(&s));
             eprintln!("  zero {}: flag {flag:?} ns, memset+pair {memset:.1} ns", S::NAME);
             self.flag.push(flag);
             self.memset.push(Some(memset));
         }
     }
-    let mut v = V { flag: Vec::new(), memset: Vec::new() };
+    let mut v = V {
+        flag: Vec::new(),
+        memset: Vec::new(),
+    };
     each_subject(&mut v);
     (v.flag.try_into().unwrap(), v.memset.try_into().unwrap())
 }
@@ -147,12 +159,20 @@ fn thread_rows() -> (Cells, Cells) {
             let pairs = ((50e6 / per_pair) as u64).max(1000);
             let one = median((0..REPEATS).map(|_| threaded_pairs(&s, 1, pairs)).collect());
             let two = median((0..REPEATS).map(|_| threaded_pairs(&s, 2, pairs)).collect());
-            eprintln!("  threads {}: 1T {:.2} M/s, 2T {:.2} M/s", S::NAME, one / 1e6, two / 1e6);
+            eprintln!(
+                "  threads {}: 1T {:.2} M/s, 2T {:.2} M/s",
+                S::NAME,
+                one / 1e6,
+                two / 1e6
+            );
             self.one.push(Some(one / 1e6));
             self.two.push(Some(two / 1e6));
         }
     }
-    let mut v = V { one: Vec::new(), two: Vec::new() };
+    let mut v = V {
+        one: Vec::new(),
+        two: Vec::new(),
+    };
     each_subject(&mut v);
     (v.one.try_into().unwrap(), v.two.try_into().unwrap())
 }
@@ -212,7 +232,9 @@ fn markdown(rows: &[Row]) -> String {
 }
 
 fn machine() -> String {
-    let lscpu = std::process::Command::new("lscpu").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let lscpu = std::process::Command::new("lscpu")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     let model = lscpu
         .ok()
         .and_then(|text| {
@@ -224,7 +246,10 @@ fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
-    format!("{cores} cores, {model}; load average at the end of the run: {}", load.join(" "))
+    format!(
+        "{cores} cores, {model}; load average at the end of the run: {}",
+        load.join(" ")
+    )
 }
 
 fn date() -> String {
@@ -243,13 +268,19 @@ fn plot(path: &str, sizes: &[(&str, usize)], series: &[Cells]) -> Result<(), Box
         .ok_or("no DejaVuSans.ttf: apt-get install fonts-dejavu-core")?;
     plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice()))
         .map_err(|_| "bad font")?;
-    let gib: Vec<f64> = sizes.iter().map(|&(_, pages)| pages as f64 / GIB_PAGES as f64).collect();
+    let gib: Vec<f64> = sizes
+        .iter()
+        .map(|&(_, pages)| pages as f64 / GIB_PAGES as f64)
+        .collect();
     let values = series.iter().flatten().flatten().copied();
     let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let root = BitMapBackend::new(path, (1000, 640)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("S2b: 90% used, free pages at the end — one 1-page alloc+free", ("sans-serif", 24))
+        .caption(
+            "S2b: 90% used, free pages at the end — one 1-page alloc+free",
+            ("sans-serif", 24),
+        )
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(72)
@@ -265,8 +296,11 @@ fn plot(path: &str, sizes: &[(&str, usize)], series: &[Cells]) -> Result<(), Box
     let colors = [RED, BLUE, BLACK, GREEN, MAGENTA];
     for (i, name) in SUBJECTS.iter().enumerate() {
         let color = colors[i];
-        let points: Vec<(f64, f64)> =
-            gib.iter().zip(series.iter()).filter_map(|(&x, cells)| cells[i].map(|y| (x, y))).collect();
+        let points: Vec<(f64, f64)> = gib
+            .iter()
+            .zip(series.iter())
+            .filter_map(|(&x, cells)| cells[i].map(|y| (x, y)))
+            .collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
             .label(*name)
@@ -342,23 +376,57 @@ fn main() {
         if sc.id == "S2b" {
             s2b = Some(cells);
         }
-        rows.push(Row { label: format!("{} {}", sc.id, sc.title), target: lower(target), unit: ns, cells });
+        rows.push(Row {
+            label: format!("{} {}", sc.id, sc.title),
+            target: lower(target),
+            unit: ns,
+            cells,
+        });
     }
     eprintln!("S4 fill / drain");
     let (fill, drain) = s4_rows();
-    rows.push(Row { label: "S4 fill from empty".into(), target: lower(10.0), unit: "ns/alloc", cells: fill });
-    rows.push(Row { label: "S4 drain in random order".into(), target: lower(8.0), unit: "ns/free", cells: drain });
+    rows.push(Row {
+        label: "S4 fill from empty".into(),
+        target: lower(10.0),
+        unit: "ns/alloc",
+        cells: fill,
+    });
+    rows.push(Row {
+        label: "S4 drain in random order".into(),
+        target: lower(8.0),
+        unit: "ns/free",
+        cells: drain,
+    });
     eprintln!("S5 sizes");
     let mut s5_cells = Vec::new();
     for (label, pages) in S5_SIZES {
-        let cells = if pages == GIB_PAGES { s2b.unwrap() } else { pair_row(scenarios::s5(pages)) };
+        let cells = if pages == GIB_PAGES {
+            s2b.unwrap()
+        } else {
+            pair_row(scenarios::s5(pages))
+        };
         s5_cells.push(cells);
-        rows.push(Row { label: format!("S5 S2b at {label}"), target: lower(12.0), unit: ns, cells });
+        rows.push(Row {
+            label: format!("S5 S2b at {label}"),
+            target: lower(12.0),
+            unit: ns,
+            cells,
+        });
     }
     eprintln!("zero");
     let (flag, memset) = zero_rows();
-    rows.push(Row { label: "zero: 1 page with PAGE_ALLOC_ZERO".into(), target: None, unit: ns, cells: flag });
-    rows.push(Row { label: "zero: memset 4 KiB + plain pair".into(), target: None, unit: ns, cells: memset });
+    rows.push(Row {
+        label: "zero: 1 page with PAGE_ALLOC_ZERO".into(),
+        target: None,
+        unit: ns,
+        cells: flag,
+    });
+    rows.push(Row {
+        label: "zero: memset 4 KiB + plain pair".into(),
+        target: None,
+        unit: ns,
+        cells: memset,
+    });
     let mut zero_ratio = [None; 5];
     for i in 0..5 {
         zero_ratio[i] = flag[i].zip(memset[i]).map(|(f, m)| f / m);
@@ -371,8 +439,18 @@ fn main() {
     });
     eprintln!("threads");
     let (one, two) = thread_rows();
-    rows.push(Row { label: "S2, 1 thread".into(), target: None, unit: "Mpairs/s", cells: one });
-    rows.push(Row { label: "S2, 2 threads on 2 cores (aggregate)".into(), target: None, unit: "Mpairs/s", cells: two });
+    rows.push(Row {
+        label: "S2, 1 thread".into(),
+        target: None,
+        unit: "Mpairs/s",
+        cells: one,
+    });
+    rows.push(Row {
+        label: "S2, 2 threads on 2 cores (aggregate)".into(),
+        target: None,
+        unit: "Mpairs/s",
+        cells: two,
+    });
     let mut scaling = [None; 5];
     for i in 0..5 {
         scaling[i] = two[i].zip(one[i]).map(|(t, o)| t / o);

@@ -41,7 +41,10 @@ const GIB: usize = 1 << 30;
 /// (2 TiB, untouched but for metadata); `KPALLOC_BENCH_ARENA_GIB` makes it
 /// smaller, for valgrind, whose address space is smaller.
 fn arena_bytes() -> usize {
-    let gib = std::env::var("KPALLOC_BENCH_ARENA_GIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2048usize);
+    let gib = std::env::var("KPALLOC_BENCH_ARENA_GIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2048usize);
     gib << 30
 }
 /// Regions are carved in multiples of this (2 MiB), so each one's first
@@ -154,7 +157,12 @@ impl Setup {
     /// Everything free (but the front).
     pub fn empty(pages: usize) -> Setup {
         let (pa, front) = Self::carved(pages);
-        Setup { pa, pages, front, free: vec![front..pages] }
+        Setup {
+            pa,
+            pages,
+            front,
+            free: vec![front..pages],
+        }
     }
 
     /// `used_percent` of the pages used, chosen at random.
@@ -177,7 +185,12 @@ impl Setup {
     pub fn free_at_end(pages: usize, used_percent: usize) -> Setup {
         let (pa, front) = Self::carved(pages);
         let first_free = (pages * used_percent / 100).max(front);
-        Setup { pa, pages, front, free: vec![first_free..pages] }
+        Setup {
+            pa,
+            pages,
+            front,
+            free: vec![first_free..pages],
+        }
     }
 
     /// The used runs (complement of `free`), `[0, front)` included.
@@ -252,7 +265,10 @@ impl Drop for KpallocC {
 fn ffi_init() {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
-        let config = PageConfig { phys_offset: arena().phys_offset(), ..PageConfig::default() };
+        let config = PageConfig {
+            phys_offset: arena().phys_offset(),
+            ..PageConfig::default()
+        };
         // SAFETY: a valid config without hooks.
         assert_eq!(unsafe { kpalloc::ffi::page_init(&config) }, PageStatus::OK);
     });
@@ -274,7 +290,13 @@ impl Subject for KpallocC {
         let end = setup.pa + (setup.pages * PAGE) as u64;
         // SAFETY: a range of the arena carved for this setup alone.
         let status = unsafe { kpalloc::ffi::page_region_add(setup.pa, end, PAGE_POOL_KERNEL) };
-        assert_eq!(status, PageStatus::OK, "page_region_add({:#x}, {end:#x}), offset {:#x}", setup.pa, arena().phys_offset());
+        assert_eq!(
+            status,
+            PageStatus::OK,
+            "page_region_add({:#x}, {end:#x}), offset {:#x}",
+            setup.pa,
+            arena().phys_offset()
+        );
         let meta = (ffi_metadata_pages() - before) as usize;
         assert!(meta <= setup.front, "metadata {meta} > front {}", setup.front);
         for range in setup.used() {
@@ -314,7 +336,12 @@ impl Subject for KpallocRust {
     type H = PhysAddr;
     const NAME: &'static str = "kpalloc Rust";
     fn build(setup: &Setup) -> Self {
-        let allocator = Allocator::new(Config { phys_offset: arena().phys_offset() }, NoHooks);
+        let allocator = Allocator::new(
+            Config {
+                phys_offset: arena().phys_offset(),
+            },
+            NoHooks,
+        );
         let end = setup.pa + (setup.pages * PAGE) as u64;
         // SAFETY: a range of the arena carved for this setup alone.
         unsafe { allocator.add_region(PhysAddr::new(setup.pa), PhysAddr::new(end), Pool::Kernel) }.unwrap();
@@ -364,7 +391,10 @@ impl Subject for Buddy {
         for range in &setup.free {
             frames.add_frame(base + range.start, base + range.end);
         }
-        Buddy { inner: spin::Mutex::new(frames), pfn: base }
+        Buddy {
+            inner: spin::Mutex::new(frames),
+            pfn: base,
+        }
     }
     #[inline]
     fn alloc(&self, count: usize, align: usize) -> Option<usize> {
@@ -411,7 +441,10 @@ impl Subject for RcoreBitmap {
         for range in &setup.free {
             bits.insert(range.clone());
         }
-        RcoreBitmap { inner: spin::Mutex::new(bits), pa: setup.pa }
+        RcoreBitmap {
+            inner: spin::Mutex::new(bits),
+            pa: setup.pa,
+        }
     }
     #[inline]
     fn alloc(&self, count: usize, align: usize) -> Option<usize> {
@@ -425,7 +458,11 @@ impl Subject for RcoreBitmap {
     #[inline]
     fn free(&self, h: usize, count: usize) {
         let mut bits = self.inner.lock();
-        let ok = if count == 1 { bits.dealloc(h) } else { bits.dealloc_contiguous(h, count) };
+        let ok = if count == 1 {
+            bits.dealloc(h)
+        } else {
+            bits.dealloc_contiguous(h, count)
+        };
         debug_assert!(ok);
         std::hint::black_box(ok);
     }
@@ -500,7 +537,11 @@ impl Subject for KeosModel {
             }
         }
         let refcounts = std::iter::repeat_with(|| AtomicU64::new(0)).take(setup.pages).collect();
-        KeosModel { bitmap: spin::Mutex::new(bitmap), refcounts, pfn: setup.pfn() }
+        KeosModel {
+            bitmap: spin::Mutex::new(bitmap),
+            refcounts,
+            pfn: setup.pfn(),
+        }
     }
     #[inline]
     fn alloc(&self, count: usize, align: usize) -> Option<usize> {
@@ -577,8 +618,14 @@ impl PairScenario {
     }
 }
 
-pub const S1: PairScenario =
-    PairScenario { id: "S1", title: "empty, 1 page", pages: GIB_PAGES, state: State::Empty, count: 1, align: 1 };
+pub const S1: PairScenario = PairScenario {
+    id: "S1",
+    title: "empty, 1 page",
+    pages: GIB_PAGES,
+    state: State::Empty,
+    count: 1,
+    align: 1,
+};
 pub const S2: PairScenario = PairScenario {
     id: "S2",
     title: "90% used at random, 1 page",
@@ -605,11 +652,20 @@ pub const S3: PairScenario = PairScenario {
 };
 
 /// S5: S2b at these sizes (pages), 1 GiB being S2b itself.
-pub const S5_SIZES: [(&str, usize); 4] =
-    [("256 MiB", GIB_PAGES / 4), ("1 GiB", GIB_PAGES), ("4 GiB", 4 * GIB_PAGES), ("64 GiB", 64 * GIB_PAGES)];
+pub const S5_SIZES: [(&str, usize); 4] = [
+    ("256 MiB", GIB_PAGES / 4),
+    ("1 GiB", GIB_PAGES),
+    ("4 GiB", 4 * GIB_PAGES),
+    ("64 GiB", 64 * GIB_PAGES),
+];
 
 pub fn s5(pages: usize) -> PairScenario {
-    PairScenario { id: "S5", title: "S2b", pages, ..S2B }
+    PairScenario {
+        id: "S5",
+        title: "S2b",
+        pages,
+        ..S2B
+    }
 }
 
 /// One alloc+free pair of the scenario's shape.
