@@ -1,0 +1,507 @@
+//! The summary table and plot: runs every scenario of `scenarios/mod.rs` on
+//! every allocator in one process with its own timing loop (median of
+//! batches), prints a markdown table with kpalloc's targets and its ratios
+//! to each peer, writes it to docs/bench.md (or the path in
+//! KPALLOC_BENCH_MD) and plots ns per pair against memory size to
+//! docs/bench.png (KPALLOC_BENCH_PNG).
+//!
+//! `cargo bench --bench table` (what scripts/bench.sh runs).
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use plotters::prelude::*;
+
+#[path = "scenarios/mod.rs"]
+mod scenarios;
+use scenarios::*;
+
+/// Batches per median, and the time one batch should take.
+const BATCHES: usize = 101;
+const BATCH_TIME: Duration = Duration::from_micros(200);
+/// Repetitions of the S4 fill/drain, and of the thread runs.
+const REPEATS: usize = 5;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    xs[xs.len() / 2]
+}
+
+/// Median over batches of the ns per call of `op`.
+fn median_ns(mut op: impl FnMut()) -> f64 {
+    // Calibrate: how many calls make a batch of BATCH_TIME.
+    let mut batch = 1u64;
+    loop {
+        let start = Instant::now();
+        for _ in 0..batch {
+            op();
+        }
+        if start.elapsed() >= BATCH_TIME / 4 || batch >= 1 << 24 {
+            let per = start.elapsed().as_nanos() as f64 / batch as f64;
+            batch = ((BATCH_TIME.as_nanos() as f64 / per.max(0.1)) as u64).max(1);
+            break;
+        }
+        batch *= 2;
+    }
+    for _ in 0..3 {
+        time_batch(batch, &mut op);
+    }
+    median((0..BATCHES).map(|_| time_batch(batch, &mut op)).collect())
+}
+
+/// One value per allocator (in `SUBJECTS` order).
+type Cells = [Option<f64>; 5];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Better {
+    Lower,
+    Higher,
+}
+
+struct Row {
+    label: String,
+    target: Option<(f64, Better)>,
+    unit: &'static str,
+    cells: Cells,
+}
+
+/// Measures `scenario`'s pairs on every allocator.
+fn pair_row(scenario: PairScenario) -> Cells {
+    struct V {
+        scenario: PairScenario,
+        cells: Vec<Option<f64>>,
+    }
+    impl Visitor for V {
+        fn visit<S: Subject>(&mut self) {
+            let sc = self.scenario;
+            let s = S::build(&sc.setup());
+            let ns = median_ns(|| pair(&s, std::hint::black_box(sc.count), std::hint::black_box(sc.align)));
+            eprintln!("  {} {} pages {}: {ns:.1} ns", sc.id, sc.pages, S::NAME);
+            self.cells.push(Some(ns));
+        }
+    }
+    let mut v = V {
+        scenario,
+        cells: Vec::new(),
+    };
+    each_subject(&mut v);
+    v.cells.try_into().unwrap()
+}
+
+fn s4_rows() -> (Cells, Cells) {
+    struct V {
+        fill: Vec<Option<f64>>,
+        drain: Vec<Option<f64>>,
+    }
+    impl Visitor for V {
+        fn visit<S: Subject>(&mut self) {
+            let setup = s4_setup();
+            let pages = setup.free_pages();
+            let s = S::build(&setup);
+            let mut rng = Rng::new(4);
+            let (mut fills, mut drains) = (Vec::new(), Vec::new());
+            for _ in 0..REPEATS {
+                let (mut handles, took) = fill(&s, pages);
+                fills.push(took.as_nanos() as f64 / pages as f64);
+                rng.shuffle(&mut handles);
+                drains.push(drain(&s, &handles).as_nanos() as f64 / pages as f64);
+            }
+            let (f, d) = (median(fills), median(drains));
+            eprintln!("  S4 {}: fill {f:.1} ns/alloc, drain {d:.1} ns/free", S::NAME);
+            self.fill.push(Some(f));
+            self.drain.push(Some(d));
+        }
+    }
+    let mut v = V {
+        fill: Vec::new(),
+        drain: Vec::new(),
+    };
+    each_subject(&mut v);
+    (v.fill.try_into().unwrap(), v.drain.try_into().unwrap())
+}
+
+fn zero_rows() -> (Cells, Cells) {
+    struct V {
+        flag: Vec<Option<f64>>,
+        memset: Vec<Option<f64>>,
+    }
+    impl Visitor for V {
+        fn visit<S: Subject>(&mut self) {
+            let s = S::build(&Setup::empty(GIB_PAGES));
+            let flag = s
+                .alloc_zeroed()
+                .map(|h| s.free(h, 1))
+                .map(|()| median_ns(|| zero_flag_pair(&s)));
+            let memset = median_ns(|| memset_pair(&s));
+            eprintln!("  zero {}: flag {flag:?} ns, memset+pair {memset:.1} ns", S::NAME);
+            self.flag.push(flag);
+            self.memset.push(Some(memset));
+        }
+    }
+    let mut v = V {
+        flag: Vec::new(),
+        memset: Vec::new(),
+    };
+    each_subject(&mut v);
+    (v.flag.try_into().unwrap(), v.memset.try_into().unwrap())
+}
+
+fn thread_rows() -> (Cells, Cells) {
+    struct V {
+        one: Vec<Option<f64>>,
+        two: Vec<Option<f64>>,
+    }
+    impl Visitor for V {
+        fn visit<S: Subject>(&mut self) {
+            let s = S::build(&S2.setup());
+            // About 50 ms per run on one thread.
+            let per_pair = median_ns(|| pair(&s, S2.count, S2.align));
+            let pairs = ((50e6 / per_pair) as u64).max(1000);
+            let one = median((0..REPEATS).map(|_| threaded_pairs(&s, 1, pairs)).collect());
+            let two = median((0..REPEATS).map(|_| threaded_pairs(&s, 2, pairs)).collect());
+            eprintln!(
+                "  threads {}: 1T {:.2} M/s, 2T {:.2} M/s",
+                S::NAME,
+                one / 1e6,
+                two / 1e6
+            );
+            self.one.push(Some(one / 1e6));
+            self.two.push(Some(two / 1e6));
+        }
+    }
+    let mut v = V {
+        one: Vec::new(),
+        two: Vec::new(),
+    };
+    each_subject(&mut v);
+    (v.one.try_into().unwrap(), v.two.try_into().unwrap())
+}
+
+fn fmt_value(v: Option<f64>) -> String {
+    match v {
+        None => "—".into(),
+        Some(v) if v >= 100.0 => format!("{v:.0}"),
+        Some(v) if v >= 10.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.2}"),
+    }
+}
+
+fn verdict(value: Option<f64>, target: Option<(f64, Better)>) -> String {
+    match (value, target) {
+        (Some(v), Some((t, Better::Lower))) if v <= t => "met".into(),
+        (Some(v), Some((t, Better::Lower))) => format!("**missed** ({:.1}×)", v / t),
+        (Some(v), Some((t, Better::Higher))) if v >= t => "met".into(),
+        (Some(v), Some((t, Better::Higher))) => format!("**missed** ({:.2} < {t})", v),
+        _ => String::new(),
+    }
+}
+
+fn markdown(rows: &[Row]) -> String {
+    let mut out = String::new();
+    out.push_str("| scenario | unit | target | kpalloc C ABI | kpalloc Rust | KeOS-style | buddy_system_allocator | bitmap-allocator | C/KeOS | C/buddy | C/bitmap | kpalloc (C ABI) vs target |\n");
+    out.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
+    for row in rows {
+        let target = match row.target {
+            Some((t, Better::Lower)) => format!("≤{t}"),
+            Some((t, Better::Higher)) => format!("≥{t}"),
+            None => String::new(),
+        };
+        let c = row.cells;
+        let ratio = |peer: Option<f64>| match (c[0], peer) {
+            (Some(k), Some(p)) => format!("{:.2}", k / p),
+            _ => "—".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.label,
+            row.unit,
+            target,
+            fmt_value(c[0]),
+            fmt_value(c[1]),
+            fmt_value(c[2]),
+            fmt_value(c[3]),
+            fmt_value(c[4]),
+            ratio(c[2]),
+            ratio(c[3]),
+            ratio(c[4]),
+            verdict(c[0], row.target),
+        );
+    }
+    out
+}
+
+fn machine() -> String {
+    let lscpu = std::process::Command::new("lscpu")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let model = lscpu
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("Model name:"))
+                .map(|l| l.trim_start_matches("Model name:").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!(
+        "{cores} cores, {model}; load average at the end of the run: {}",
+        load.join(" ")
+    )
+}
+
+fn date() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// ns per pair (S2b) against memory size, one line per allocator, log-log.
+fn plot(path: &str, sizes: &[(&str, usize)], series: &[Cells]) -> Result<(), Box<dyn std::error::Error>> {
+    let font = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"]
+        .iter()
+        .find_map(|p| std::fs::read(p).ok())
+        .ok_or("no DejaVuSans.ttf: apt-get install fonts-dejavu-core")?;
+    plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice()))
+        .map_err(|_| "bad font")?;
+    let gib: Vec<f64> = sizes
+        .iter()
+        .map(|&(_, pages)| pages as f64 / GIB_PAGES as f64)
+        .collect();
+    let values = series.iter().flatten().flatten().copied();
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let root = BitMapBackend::new(path, (1000, 640)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "S2b: 90% used, free pages at the end — one 1-page alloc+free",
+            ("sans-serif", 24),
+        )
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(72)
+        .build_cartesian_2d((0.18f64..90f64).log_scale().base(2.0), (lo / 2.0..hi * 2.0).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("memory (GiB, 4 KiB pages)")
+        .y_desc("ns per alloc+free pair (median)")
+        .x_label_formatter(&|v| if *v < 1.0 { format!("{v:.2}") } else { format!("{v:.0}") })
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .label_style(("sans-serif", 16))
+        .draw()?;
+    let colors = [RED, BLUE, BLACK, GREEN, MAGENTA];
+    for (i, name) in SUBJECTS.iter().enumerate() {
+        let color = colors[i];
+        let points: Vec<(f64, f64)> = gib
+            .iter()
+            .zip(series.iter())
+            .filter_map(|(&x, cells)| cells[i].map(|y| (x, y)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Runs `n` pairs; a function of its own for `callgrind --toggle-collect`.
+#[inline(never)]
+fn profiled_pairs<S: Subject>(s: &S, sc: PairScenario, n: u64) {
+    for _ in 0..n {
+        pair(s, std::hint::black_box(sc.count), std::hint::black_box(sc.align));
+    }
+}
+
+/// `KPALLOC_BENCH_PROFILE=S2b` (or S1, S2, S3), optionally
+/// `KPALLOC_BENCH_SUBJECT=0` (the table's column, 0 = kpalloc C ABI), with
+/// `KPALLOC_BENCH_ARENA_GIB=16` under valgrind: builds the scenario
+/// for every allocator and runs 100000 pairs of each in `profiled_pairs`,
+/// nothing else, for `valgrind --tool=callgrind
+/// --toggle-collect='table::profiled_pairs*'`: instructions per pair
+/// without the noise of timing.
+fn profile(which: &str) {
+    let sc = match which {
+        "S1" => S1,
+        "S2" => S2,
+        "S2b" => S2B,
+        "S3" => S3,
+        other => panic!("unknown scenario {other}"),
+    };
+    // KPALLOC_BENCH_SUBJECT=i (column i of the table) profiles one allocator.
+    let only: Option<usize> = std::env::var("KPALLOC_BENCH_SUBJECT").ok().and_then(|v| v.parse().ok());
+    struct V(PairScenario, Option<usize>, usize);
+    impl Visitor for V {
+        fn visit<S: Subject>(&mut self) {
+            if self.1.is_none_or(|i| i == self.2) {
+                let s = S::build(&self.0.setup());
+                profiled_pairs(&s, self.0, 100_000);
+            }
+            self.2 += 1;
+        }
+    }
+    each_subject(&mut V(sc, only, 0));
+}
+
+fn main() {
+    if let Ok(which) = std::env::var("KPALLOC_BENCH_PROFILE") {
+        return profile(&which);
+    }
+    // `cargo bench` passes `--bench`; nothing else is taken.
+    let md_path = std::env::var("KPALLOC_BENCH_MD").unwrap_or_else(|_| "docs/bench.md".into());
+    let png_path = std::env::var("KPALLOC_BENCH_PNG").unwrap_or_else(|_| "docs/bench.png".into());
+    let started = Instant::now();
+
+    let mut rows = Vec::new();
+    let ns = "ns/pair";
+    let lower = |t| Some((t, Better::Lower));
+    let targets = [12.0, 12.0, 12.0, 27.0];
+    let mut s2b = None;
+    for (sc, target) in [S1, S2, S2B, S3].into_iter().zip(targets) {
+        eprintln!("{} {}", sc.id, sc.title);
+        let cells = pair_row(sc);
+        if sc.id == "S2b" {
+            s2b = Some(cells);
+        }
+        rows.push(Row {
+            label: format!("{} {}", sc.id, sc.title),
+            target: lower(target),
+            unit: ns,
+            cells,
+        });
+    }
+    eprintln!("S4 fill / drain");
+    let (fill, drain) = s4_rows();
+    rows.push(Row {
+        label: "S4 fill from empty".into(),
+        target: lower(10.0),
+        unit: "ns/alloc",
+        cells: fill,
+    });
+    rows.push(Row {
+        label: "S4 drain in random order".into(),
+        target: lower(8.0),
+        unit: "ns/free",
+        cells: drain,
+    });
+    eprintln!("S5 sizes");
+    let mut s5_cells = Vec::new();
+    for (label, pages) in S5_SIZES {
+        let cells = if pages == GIB_PAGES {
+            s2b.unwrap()
+        } else {
+            pair_row(scenarios::s5(pages))
+        };
+        s5_cells.push(cells);
+        rows.push(Row {
+            label: format!("S5 S2b at {label}"),
+            target: lower(12.0),
+            unit: ns,
+            cells,
+        });
+    }
+    eprintln!("zero");
+    let (flag, memset) = zero_rows();
+    rows.push(Row {
+        label: "zero: 1 page with PAGE_ALLOC_ZERO".into(),
+        target: None,
+        unit: ns,
+        cells: flag,
+    });
+    rows.push(Row {
+        label: "zero: memset 4 KiB + plain pair".into(),
+        target: None,
+        unit: ns,
+        cells: memset,
+    });
+    let mut zero_ratio = [None; 5];
+    for i in 0..5 {
+        zero_ratio[i] = flag[i].zip(memset[i]).map(|(f, m)| f / m);
+    }
+    rows.push(Row {
+        label: "zero: flag / (memset + pair)".into(),
+        target: lower(1.2),
+        unit: "ratio",
+        cells: zero_ratio,
+    });
+    eprintln!("threads");
+    let (one, two) = thread_rows();
+    rows.push(Row {
+        label: "S2, 1 thread".into(),
+        target: None,
+        unit: "Mpairs/s",
+        cells: one,
+    });
+    rows.push(Row {
+        label: "S2, 2 threads on 2 cores (aggregate)".into(),
+        target: None,
+        unit: "Mpairs/s",
+        cells: two,
+    });
+    let mut scaling = [None; 5];
+    for i in 0..5 {
+        scaling[i] = two[i].zip(one[i]).map(|(t, o)| t / o);
+    }
+    rows.push(Row {
+        label: "S2, 2 threads / 1 thread".into(),
+        target: Some((1.5, Better::Higher)),
+        unit: "ratio",
+        cells: scaling,
+    });
+
+    let table = markdown(&rows);
+    let doc = format!(
+        "# kpalloc benchmarks\n\n\
+         Measured {date} on {machine}. Single thread unless stated, 1 GiB (262144 pages) unless stated; \
+         each value is the median of {BATCHES} batches of about {batch_us} µs (S4 and threads: median of {REPEATS} runs). \
+         Ratios are kpalloc C ABI / peer (below 1: kpalloc is faster; for the thread ratio, above 1 is better). \
+         Every allocator runs behind a spin lock; bitmap-allocator is `BitAlloc256M` at every size. \
+         Reproduce with `scripts/bench.sh` (criterion: `cargo bench --bench pairs`). Run time {secs:.0} s.\n\n\
+         The machine is shared: a load average well above 2 on 2 cores inflates every column alike \
+         (time slices are lost mid-batch), so compare the columns of one run, the ratios, \
+         and the instruction counts below rather than absolute ns with other runs.\n\n\
+         What is measured:\n\n\
+         - kpalloc C ABI: the `extern \"C\"` functions (`page_alloc_aligned`, `page_free`, ...) called from Rust, \
+           over the process's one global; each scenario adds its own region below all earlier ones, and a finished \
+           scenario's region is filled so that only the current one has free pages.\n\
+         - kpalloc Rust: an `Allocator` instance, `alloc(count, align, flags)` / `free(pa)`.\n\
+         - KeOS-style: a model written for this bench (benches/scenarios/mod.rs): spin-locked bitmap (1 = free), \
+           `AtomicU64` refcount per page, first-fit scan from bit 0 on every call skipping all-zero words, no summary, \
+           no zero-fill, and none of the reference's bugs.\n\
+         - buddy_system_allocator 0.13 `FrameAllocator<33>` in a `spin::Mutex`; frame numbers are physical frame numbers; \
+           only the free pages are inserted.\n\
+         - bitmap-allocator 0.4 `BitAlloc256M` in a `spin::Mutex`; bit = page index in the region.\n\n\
+         Memory is a `MAP_NORESERVE` anonymous mapping: only metadata (and zeroed pages) is ever touched, 64 GiB included.\n\n\
+         {table}\n\
+         ![ns per pair against memory size](bench.png)\n",
+        date = date(),
+        machine = machine(),
+        batch_us = BATCH_TIME.as_micros(),
+        secs = started.elapsed().as_secs_f64(),
+    );
+    println!("{table}");
+    if let Some(dir) = std::path::Path::new(&md_path).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&md_path, doc).expect("write the markdown table");
+    match plot(&png_path, &S5_SIZES, &s5_cells) {
+        Ok(()) => eprintln!("wrote {md_path} and {png_path}"),
+        Err(e) => {
+            eprintln!("plot failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
