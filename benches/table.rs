@@ -361,8 +361,10 @@ fn main() {
         return profile(&which);
     }
     // `cargo bench` passes `--bench`; nothing else is taken.
-    let md_path = std::env::var("KPALLOC_BENCH_MD").unwrap_or_else(|_| "docs/bench.md".into());
-    let png_path = std::env::var("KPALLOC_BENCH_PNG").unwrap_or_else(|_| "docs/bench.png".into());
+    let md_path = std::env::var("KPALLOC_BENCH_MD")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/bench.md").into());
+    let png_path = std::env::var("KPALLOC_BENCH_PNG")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/bench.png").into());
     let started = Instant::now();
 
     let mut rows = Vec::new();

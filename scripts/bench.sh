@@ -6,7 +6,7 @@
 # docs/bench.png. A few minutes on 2 cores.
 #
 #   scripts/bench.sh              the table and the plot
-#   scripts/bench.sh --criterion  also the criterion benches (cargo bench --bench pairs)
+#   scripts/bench.sh --criterion  also the criterion benches (cargo bench --manifest-path benches/Cargo.toml --bench pairs)
 #   scripts/bench.sh --callgrind  also instructions per pair (valgrind), S1 S2 S2b S3,
 #                                 appended to docs/bench.md
 set -euo pipefail
@@ -20,19 +20,19 @@ if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
   apt-get install -y -qq fonts-dejavu-core >/dev/null
 fi
 
-cargo bench --bench table
+cargo bench --manifest-path benches/Cargo.toml --bench table
 
 for arg in "$@"; do
   case "$arg" in
     --criterion)
-      cargo bench --bench pairs
+      cargo bench --manifest-path benches/Cargo.toml --bench pairs
       ;;
     --callgrind)
       command -v valgrind >/dev/null || {
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
       }
-      bin=$(cargo bench --bench table --no-run --message-format=json 2>/dev/null |
+      bin=$(cargo bench --manifest-path benches/Cargo.toml --bench table --no-run --message-format=json 2>/dev/null |
         sed -n 's/.*"executable":"\([^"]*table[^"]*\)".*/\1/p' | tail -1)
       out=$(mktemp -d)
       names=("kpalloc C ABI" "kpalloc Rust" "KeOS-style" "buddy_system_allocator" "bitmap-allocator")

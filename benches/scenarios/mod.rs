@@ -339,6 +339,7 @@ impl Subject for KpallocRust {
         let allocator = Allocator::new(
             Config {
                 phys_offset: arena().phys_offset(),
+                debug: 0,
             },
             NoHooks,
         );
