@@ -36,13 +36,16 @@ pub(crate) unsafe fn install_region(
     owner_id: u64,
     old: &[&'static Region],
 ) -> (&'static Region, &'static RegionTable) {
-    // SAFETY (for every block below): each piece lies inside the metadata
-    // bytes the caller handed over, at an offset RegionLayout aligned for its
-    // type, and the pieces do not overlap, so each `&'static` made here is
-    // the only reference to its bytes.
+    // Each piece below lies inside the metadata bytes the caller handed over,
+    // at an offset RegionLayout aligned for its type, and no two overlap: each
+    // `&'static` made here is the only reference to its bytes.
+    // SAFETY: the bitmap's piece, as above; zero is a valid u64.
     let words: &'static mut [u64] = unsafe { zeroed(kva + layout.words_at, layout.words) };
+    // SAFETY: the summaries' piece, as above.
     let summary: &'static mut [u64] = unsafe { zeroed(kva + layout.summary_at, layout.summary_words) };
+    // SAFETY: the slots' piece, as above.
     let slots: &'static mut [u32] = unsafe { zeroed(kva + layout.slots_at, layout.slots()) };
+    // SAFETY: the tags' piece (empty without tracking); a zero Tag is Tag::NONE.
     let tags: &'static mut [Tag] = unsafe { zeroed(kva + layout.tags_at, layout.tags) };
     // SAFETY: AtomicU32 has the size, alignment and bit validity of u32.
     let slots: &'static [AtomicU32] = unsafe { slice::from_raw_parts(slots.as_mut_ptr().cast(), slots.len()) };
@@ -66,6 +69,7 @@ pub(crate) unsafe fn install_region(
             },
         ),
     };
+    // SAFETY: the header's piece, at the region's first (page-aligned) byte.
     let region: &'static Region = unsafe { place(kva, region) };
 
     let entries: *mut &'static Region = pointer(kva + layout.table_entries_at);
@@ -73,10 +77,14 @@ pub(crate) unsafe fn install_region(
     let sorted = old[..position].iter().chain([&region]).chain(&old[position..]);
     debug_assert_eq!(old.len() + 1, layout.table_len);
     for (i, entry) in sorted.enumerate() {
+        // SAFETY: the table's piece holds `table_len` entries, i < table_len.
         unsafe { entries.add(i).write(*entry) };
     }
+    // SAFETY: all `table_len` entries were written just above.
     let regions = unsafe { slice::from_raw_parts(entries, layout.table_len) };
-    (region, unsafe { place(kva + layout.table_at, RegionTable { regions }) })
+    // SAFETY: the table header's piece, as above.
+    let table = unsafe { place(kva + layout.table_at, RegionTable { regions }) };
+    (region, table)
 }
 
 /// # Safety
