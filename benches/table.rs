@@ -471,7 +471,7 @@ fn main() {
          each value is the median of {BATCHES} batches of about {batch_us} µs (S4 and threads: median of {REPEATS} runs). \
          Ratios are kpalloc C ABI / peer (below 1: kpalloc is faster; for the thread ratio, above 1 is better). \
          Every allocator runs behind a spin lock; bitmap-allocator is `BitAlloc256M` at every size. \
-         Reproduce with `scripts/bench.sh` (criterion: `cargo bench --bench pairs`). Run time {secs:.0} s.\n\n\
+         Reproduce with `scripts/bench.sh` (criterion: `cargo bench --manifest-path benches/Cargo.toml --bench pairs`). Run time {secs:.0} s.\n\n\
          The machine is shared: a load average well above 2 on 2 cores inflates every column alike \
          (time slices are lost mid-batch), so compare the columns of one run, the ratios, \
          and the instruction counts below rather than absolute ns with other runs.\n\n\
