@@ -11,6 +11,7 @@ use spin::Mutex;
 use x86_64::PhysAddr;
 
 use crate::message::{Message, TextWriter};
+use crate::refcount::{self, Put};
 use crate::region::{Region, RegionLayout, RegionTable, Slot, MAX_BLOCK_PAGES};
 use crate::status::PageStatus;
 use crate::sync::{LockToken, Published};
@@ -558,48 +559,21 @@ impl<H: Hooks> Allocator<H> {
 
     /// Adds a reference to the block headed at `pa`. Lock-free.
     pub fn get(&self, pa: PhysAddr) -> Result<(), PageStatus> {
-        let result = self.locate(pa).and_then(|(region, bit)| {
-            let slot = &region.slots[bit];
-            let mut raw = slot.load(Ordering::Acquire);
-            loop {
-                let count = match Slot::decode(raw) {
-                    Slot::Free { .. } => return Err(PageStatus::ENOTALLOCATED),
-                    Slot::Interior(_) => return Err(PageStatus::ENOTHEAD),
-                    Slot::Head(crate::types::PAGE_REFCOUNT_MAX) => return Err(PageStatus::EOVERFLOW),
-                    Slot::Head(count) => count,
-                };
-                match slot.compare_exchange_weak(raw, count + 1, Ordering::AcqRel, Ordering::Acquire) {
-                    Ok(_) => return Ok(()),
-                    Err(now) => raw = now,
-                }
-            }
-        });
+        let result = self
+            .locate(pa)
+            .and_then(|(region, bit)| refcount::get(&region.slots[bit]));
         self.checked(result, self.kva(pa))
     }
 
     /// Drops a reference to the block headed at `pa`, freeing it with the
     /// last one. Lock-free unless it is the last.
     pub fn put(&self, pa: PhysAddr) -> Result<(), PageStatus> {
-        let result = self.locate(pa).and_then(|(region, bit)| {
-            let slot = &region.slots[bit];
-            let mut raw = slot.load(Ordering::Acquire);
-            loop {
-                match Slot::decode(raw) {
-                    Slot::Free { .. } => return Err(PageStatus::ENOTALLOCATED),
-                    Slot::Interior(_) => return Err(PageStatus::ENOTHEAD),
-                    Slot::Head(1) => {
-                        if self.release_if_sole(region, bit, None)? {
-                            return Ok(());
-                        }
-                        raw = slot.load(Ordering::Acquire);
-                    }
-                    Slot::Head(count) => {
-                        match slot.compare_exchange_weak(raw, count - 1, Ordering::AcqRel, Ordering::Acquire) {
-                            Ok(_) => return Ok(()),
-                            Err(now) => raw = now,
-                        }
-                    }
-                }
+        let result = self.locate(pa).and_then(|(region, bit)| loop {
+            match refcount::put_unless_last(&region.slots[bit])? {
+                Put::Done => return Ok(()),
+                // Unless a get raised the count meanwhile: then drop again.
+                Put::Last if self.release_if_sole(region, bit, None)? => return Ok(()),
+                Put::Last => {}
             }
         });
         self.checked(result, self.kva(pa))
@@ -615,22 +589,12 @@ impl<H: Hooks> Allocator<H> {
         said_pages: Option<usize>,
     ) -> Result<bool, PageStatus> {
         self.locked(|inner| {
-            let slot = &region.slots[bit];
-            loop {
-                match Slot::decode(slot.load(Ordering::Acquire)) {
-                    Slot::Free { .. } => return Err(PageStatus::ENOTALLOCATED),
-                    Slot::Interior(_) => return Err(PageStatus::ENOTHEAD),
-                    Slot::Head(_) if said_pages.is_some_and(|pages| pages != region.block_pages(bit)) => {
-                        return Err(PageStatus::EINVAL)
-                    }
-                    Slot::Head(1) => {
-                        // A lock-free get may race us to the count.
-                        if slot.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                            break;
-                        }
-                    }
-                    Slot::Head(_) => return Ok(false),
-                }
+            let length_checked = || match said_pages {
+                Some(pages) if pages != region.block_pages(bit) => Err(PageStatus::EINVAL),
+                _ => Ok(()),
+            };
+            if !refcount::take_last(&region.slots[bit], length_checked)? {
+                return Ok(false);
             }
             let pages = region.block_pages(bit);
             let poison = self.config.debug & PAGE_DEBUG_POISON != 0;

@@ -37,6 +37,7 @@ mod freemap;
 mod message;
 mod pages;
 mod raw;
+mod refcount;
 mod region;
 pub mod status;
 mod sync;

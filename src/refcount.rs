@@ -1,0 +1,193 @@
+//! The reference-count protocol on a head page's slot. `get`, and `put`
+//! while the count stays above one, are lock-free compare-and-swaps; the
+//! last reference is taken, under the allocator's lock, from 1 to 0, so
+//! that a racing `get` either gets in first (and the block lives on) or
+//! finds the page free (and never brings it back). Generic over the atomic
+//! so that loom can check every interleaving (`RUSTFLAGS="--cfg loom"
+//! cargo test --release --lib refcount`).
+
+#![deny(unsafe_code)]
+
+use crate::region::Slot;
+use crate::status::PageStatus;
+use crate::types::PAGE_REFCOUNT_MAX;
+
+/// A page's slot: the few atomic operations the protocol needs.
+pub(crate) trait SlotCell {
+    fn load(&self) -> u32;
+    /// `compare_exchange` with acquire-release ordering.
+    fn replace(&self, current: u32, new: u32) -> Result<u32, u32>;
+}
+
+macro_rules! slot_cell {
+    ($atomic:ty) => {
+        impl SlotCell for $atomic {
+            #[inline]
+            fn load(&self) -> u32 {
+                self.load(core::sync::atomic::Ordering::Acquire)
+            }
+
+            #[inline]
+            fn replace(&self, current: u32, new: u32) -> Result<u32, u32> {
+                use core::sync::atomic::Ordering::{AcqRel, Acquire};
+                self.compare_exchange(current, new, AcqRel, Acquire)
+            }
+        }
+    };
+}
+
+slot_cell!(core::sync::atomic::AtomicU32);
+#[cfg(loom)]
+slot_cell!(loom::sync::atomic::AtomicU32);
+
+/// The head's count, or why the page is no head of an allocated block.
+#[inline]
+fn head_count(raw: u32) -> Result<u32, PageStatus> {
+    match Slot::decode(raw) {
+        Slot::Free { .. } => Err(PageStatus::ENOTALLOCATED),
+        Slot::Interior(_) => Err(PageStatus::ENOTHEAD),
+        Slot::Head(count) => Ok(count),
+    }
+}
+
+/// Adds a reference.
+#[inline]
+pub(crate) fn get(slot: &impl SlotCell) -> Result<(), PageStatus> {
+    let mut raw = slot.load();
+    loop {
+        let count = head_count(raw)?;
+        if count == PAGE_REFCOUNT_MAX {
+            return Err(PageStatus::EOVERFLOW);
+        }
+        match slot.replace(raw, count + 1) {
+            Ok(_) => return Ok(()),
+            Err(now) => raw = now,
+        }
+    }
+}
+
+/// What [`put_unless_last`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Put {
+    /// Dropped a reference; others remain.
+    Done,
+    /// The reference is the last one: the caller takes the lock and calls
+    /// [`take_last`].
+    Last,
+}
+
+/// Drops a reference unless it is the last one.
+#[inline]
+pub(crate) fn put_unless_last(slot: &impl SlotCell) -> Result<Put, PageStatus> {
+    let mut raw = slot.load();
+    loop {
+        match head_count(raw)? {
+            1 => return Ok(Put::Last),
+            count => match slot.replace(raw, count - 1) {
+                Ok(_) => return Ok(Put::Done),
+                Err(now) => raw = now,
+            },
+        }
+    }
+}
+
+/// Under the lock: takes a sole reference from 1 to 0 and returns `true`
+/// (the caller frees the block), or returns `false` if the block is shared.
+/// `check_head` may refuse the call once a head is seen.
+#[inline]
+pub(crate) fn take_last(
+    slot: &impl SlotCell,
+    check_head: impl Fn() -> Result<(), PageStatus>,
+) -> Result<bool, PageStatus> {
+    loop {
+        let raw = slot.load();
+        let count = head_count(raw)?;
+        check_head()?;
+        if count != 1 {
+            return Ok(false);
+        }
+        // A lock-free get may race us to the count.
+        if slot.replace(1, 0).is_ok() {
+            return Ok(true);
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    extern crate std;
+
+    use super::*;
+    use loom::sync::atomic::AtomicU32;
+    use loom::sync::{Arc, Mutex};
+    use loom::thread;
+    use std::vec::Vec;
+
+    /// `put` as the allocator does it, with `freed` standing for the block's
+    /// pages going back under the lock.
+    fn put(slot: &AtomicU32, lock: &Mutex<bool>) {
+        loop {
+            match put_unless_last(slot).unwrap() {
+                Put::Done => return,
+                Put::Last => {
+                    let mut freed = lock.lock().unwrap();
+                    if take_last(slot, || Ok(())).unwrap() {
+                        assert!(!*freed, "freed twice");
+                        *freed = true;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_last_put_racing_a_get_frees_exactly_when_the_get_fails() {
+        loom::model(|| {
+            let slot = Arc::new(AtomicU32::new(2));
+            let lock = Arc::new(Mutex::new(false));
+            let putters: Vec<_> = (0..2)
+                .map(|_| {
+                    let (slot, lock) = (slot.clone(), lock.clone());
+                    thread::spawn(move || put(&slot, &lock))
+                })
+                .collect();
+            let got = get(&*slot);
+            for putter in putters {
+                putter.join().unwrap();
+            }
+            let freed = *lock.lock().unwrap();
+            match got {
+                Ok(()) => assert!(
+                    !freed && SlotCell::load(&*slot) == 1,
+                    "a get that succeeded holds the block"
+                ),
+                Err(status) => {
+                    assert_eq!(status, PageStatus::ENOTALLOCATED);
+                    assert!(freed && SlotCell::load(&*slot) == 0, "a failed get found it freed");
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn a_get_and_a_put_of_a_sole_reference_never_lose_a_count() {
+        loom::model(|| {
+            let slot = Arc::new(AtomicU32::new(1));
+            let lock = Arc::new(Mutex::new(false));
+            let getter = {
+                let slot = slot.clone();
+                thread::spawn(move || get(&*slot).is_ok())
+            };
+            put(&slot, &lock);
+            let got = getter.join().unwrap();
+            let freed = *lock.lock().unwrap();
+            // Either the get came first (one reference left, not freed) or
+            // the block was freed and the get refused.
+            assert_eq!(
+                (got, freed, SlotCell::load(&*slot)),
+                if got { (true, false, 1) } else { (false, true, 0) }
+            );
+        });
+    }
+}
