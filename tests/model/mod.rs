@@ -272,46 +272,49 @@ impl Model {
     }
 
     /// First fit: the lowest aligned run of free pages, regions of the pool
-    /// in address order.
-    pub fn alloc(&mut self, count: usize, align: usize, flags: AllocFlags) -> Result<u64, PageStatus> {
+    /// in address order. Changes nothing: see [`Model::alloc`].
+    pub fn predict_alloc(&self, count: usize, align: usize, flags: AllocFlags) -> Result<(usize, u64), PageStatus> {
         if count == 0 || !align.is_power_of_two() {
-            return self.refuse(PageStatus::EINVAL);
+            return Err(PageStatus::EINVAL);
         }
-        let pool = flags.pool();
+        if count > MAX_BLOCK_PAGES {
+            return Err(PageStatus::ENOMEM);
+        }
         let dma32 = flags.contains(AllocFlags::DMA32);
-        let mut found = None;
-        if count <= MAX_BLOCK_PAGES {
-            'regions: for (i, r) in self.regions.iter().enumerate() {
-                if r.pool != pool {
-                    continue;
+        for (i, r) in self.regions.iter().enumerate() {
+            if r.pool != flags.pool() {
+                continue;
+            }
+            let Some(mut pfn) = r.usable.checked_next_multiple_of(align as u64) else {
+                continue;
+            };
+            while let Some(end) = pfn.checked_add(count as u64) {
+                if end > r.end || (dma32 && end > DMA32_PFN) {
+                    break;
                 }
-                let mut pfn = match r.usable.checked_next_multiple_of(align as u64) {
-                    Some(p) => p,
-                    None => continue,
+                if (pfn..end).all(|p| r.state(p) == PageState::Free) {
+                    return Ok((i, pfn));
+                }
+                let Some(next) = pfn.checked_add(align as u64) else {
+                    break;
                 };
-                while let Some(end) = pfn.checked_add(count as u64) {
-                    if end > r.end || (dma32 && end > DMA32_PFN) {
-                        break;
-                    }
-                    if (pfn..end).all(|p| r.state(p) == PageState::Free) {
-                        found = Some((i, pfn));
-                        break 'regions;
-                    }
-                    pfn = match pfn.checked_add(align as u64) {
-                        Some(p) => p,
-                        None => break,
-                    };
-                }
+                pfn = next;
             }
         }
-        match found {
-            Some((i, pfn)) => {
+        Err(PageStatus::ENOMEM)
+    }
+
+    pub fn alloc(&mut self, count: usize, align: usize, flags: AllocFlags) -> Result<u64, PageStatus> {
+        match self.predict_alloc(count, align, flags) {
+            Ok((i, pfn)) => {
                 self.claim(i, pfn, count);
                 Ok(pfn * PAGE)
             }
-            None => {
-                self.failed_allocs += 1;
-                self.refuse(PageStatus::ENOMEM)
+            Err(status) => {
+                if status == PageStatus::ENOMEM {
+                    self.failed_allocs += 1;
+                }
+                self.refuse(status)
             }
         }
     }
@@ -650,15 +653,13 @@ impl Differential {
             }
             Op::Alloc { count, align, flags, assert } => {
                 let mut flags = AllocFlags::from_bits(flags & 0xe).unwrap();
-                let mut shadow = self.model.clone();
-                let predicted = shadow.alloc(count, align, flags);
-                if assert && predicted.is_ok() {
+                if assert && self.model.predict_alloc(count, align, flags).is_ok() {
                     flags = flags | AllocFlags::ASSERT;
                 }
                 let real = self.allocator.alloc(count, align, flags).map(|pa| pa.as_u64());
                 self.note(format_args!("alloc({count}, {align}, {flags:?}) = {real:x?}"));
+                let predicted = self.model.alloc(count, align, flags);
                 assert_eq!(real, predicted, "alloc({count}, {align}, {flags:?})");
-                self.model = shadow;
                 if let Ok(pa) = real {
                     self.on_allocated(pa, count, flags);
                 }
