@@ -22,4 +22,4 @@ fi
 
 mkdir -p fuzz/corpus/work
 cargo +nightly fuzz run differential fuzz/corpus/work fuzz/corpus/differential -- \
-  -max_total_time="$seconds" -print_final_stats=1 -timeout=20 -rss_limit_mb=4096
+  -max_total_time="$seconds" -max_len=2048 -print_final_stats=1 -timeout=20 -rss_limit_mb=4096

@@ -163,26 +163,26 @@ impl Model {
     }
 
     pub fn stats(&self) -> PageStats {
-        let total: u64 = self.regions.iter().map(|r| r.end - r.start).sum();
-        let used = self.used_pages();
-        PageStats {
-            total_pages: total,
-            free_pages: total - self.metadata_pages - used,
-            used_pages: used,
+        let mut stats = PageStats {
             metadata_pages: self.metadata_pages,
             regions: self.regions.len() as u64,
-            largest_free_run: self.regions.iter().map(|r| r.largest_free_run()).max().unwrap_or(0),
             high_water_pages: self.high_water,
             failed_allocs: self.failed_allocs,
             misuse_reports: self.misuse_reports,
             metadata_bytes: self.metadata_bytes,
-            user_free_pages: self
-                .regions
-                .iter()
-                .filter(|r| r.pool == Pool::User)
-                .map(|r| r.free_pages())
-                .sum(),
+            ..PageStats::default()
+        };
+        for r in &self.regions {
+            let free = r.free_pages();
+            stats.total_pages += r.end - r.start;
+            stats.used_pages += r.pages.len() as u64 - free;
+            stats.largest_free_run = stats.largest_free_run.max(r.largest_free_run());
+            if r.pool == Pool::User {
+                stats.user_free_pages += free;
+            }
         }
+        stats.free_pages = stats.total_pages - stats.metadata_pages - stats.used_pages;
+        stats
     }
 
     /// Counts a refusal as the allocator does: everything but ENOMEM is misuse.
@@ -745,14 +745,18 @@ impl Differential {
         }
     }
 
-    /// Releases every block (through put, as often as its count), then
-    /// checks that the allocator is back to all pages free.
+    /// Releases every block (through put, as often as its count; compared
+    /// answer by answer, the full comparison once at the end), then checks
+    /// that the allocator is back to all pages free.
     pub fn drain(&mut self) {
-        for (pa, refs, _) in self.model.heads() {
+        for (pa, refs, len) in self.model.heads() {
+            self.verify_tags(pa, len);
             for _ in 0..refs {
-                self.apply(&Op::Put(Target::AnyPage(((pa - self.memory.phys_base) / PAGE) as u32)));
+                let real = self.allocator.put(PhysAddr::new(pa));
+                assert_eq!(real, self.model.put(pa), "put({pa:#x}) while draining");
             }
         }
+        self.compare();
         let stats = self.allocator.stats();
         assert_eq!(stats.used_pages, 0);
         assert_eq!(stats.free_pages, stats.total_pages - stats.metadata_pages);
