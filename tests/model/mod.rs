@@ -41,7 +41,11 @@ pub struct FakeMemory {
 impl FakeMemory {
     pub fn new(phys_base: u64, pages: u64) -> Self {
         assert!(phys_base % PAGE == 0 && pages > 0);
-        let layout = Layout::from_size_align((pages * PAGE) as usize, PAGE as usize).unwrap();
+        // Under Miri (low heap addresses) aligned past the physical end, so
+        // that the kernel virtual address is above the physical one and
+        // phys_offset does not wrap (add_region refuses a wrapping range).
+        let align = if cfg!(miri) { (phys_base + pages * PAGE).next_power_of_two().clamp(PAGE, 1 << 29) } else { PAGE };
+        let layout = Layout::from_size_align((pages * PAGE) as usize, align as usize).unwrap();
         // SAFETY: non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         assert!(!ptr.is_null());
