@@ -656,7 +656,8 @@ mod tests {
     #[test]
     fn search_matches_a_bit_by_bit_scan_on_random_maps() {
         let mut seed = 0x9E37_79B9_7F4A_7C15;
-        for round in 0..300 {
+        let rounds = if cfg!(miri) { 12 } else { 300 };
+        for round in 0..rounds {
             let pages = 1 + (xorshift(&mut seed) % 700) as usize;
             let base_word = xorshift(&mut seed) % 4;
             let mut owned = Owned::new(pages);
@@ -736,6 +737,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "1 GiB and 64 GiB bitmaps: too big for Miri")]
     fn single_page_search_at_90_percent_reads_a_few_words_at_1_gib_and_64_gib() {
         for pages in [1 << 18, 1 << 24] {
             let mut owned = Owned::new(pages);
@@ -751,6 +753,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "1 GiB and 64 GiB bitmaps: too big for Miri")]
     fn single_page_search_with_free_pages_only_at_the_end_stays_bounded() {
         for pages in [1 << 18, 1 << 24] {
             let mut owned = Owned::new(pages);
@@ -767,6 +770,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "1 GiB and 64 GiB bitmaps: too big for Miri")]
     fn aligned_eight_page_search_at_50_percent_reads_a_few_words_at_1_gib_and_64_gib() {
         for pages in [1 << 18, 1 << 24] {
             let mut owned = Owned::new(pages);

@@ -367,6 +367,7 @@ fn bad_regions_are_refused_and_change_nothing() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "needs a kernel virtual address above 4 GiB")]
 fn dma32_allocations_stay_below_4_gib() {
     // 8 pages just below 4 GiB and 64 above, in one region.
     let memory = TestMemory::new((1 << 32) - 16 * PAGE, 80);
