@@ -40,7 +40,7 @@ ctest_all() {
 
 layer "cargo test" cargo test --quiet
 layer "loom" env RUSTFLAGS="--cfg loom" cargo test --quiet --release --lib --target-dir target/loom refcount
-layer "miri" ./scripts/miri.sh --quiet
+layer "miri" ./scripts/miri.sh
 layer "ctest" ctest_all
 layer "fuzz" ./scripts/fuzz.sh 60
 
