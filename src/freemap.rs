@@ -233,12 +233,12 @@ impl<'m> FreeMap<'m> {
         self.words[word] = new;
         let mut lost = (new == 0) as u8;
         let mut runs = new;
-        for order in 1..ORDERS {
+        for (order, aligned) in ALIGN_MASK.iter().enumerate().skip(1) {
             let run = run_around(order, offset);
             if old & run != run {
                 break;
             }
-            runs = runs & (runs >> (1 << (order - 1))) & ALIGN_MASK[order];
+            runs = runs & (runs >> (1 << (order - 1))) & aligned;
             lost |= ((runs == 0) as u8) << order;
         }
         if lost != 0 {

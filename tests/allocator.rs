@@ -390,19 +390,24 @@ fn poisoning_reports_a_write_after_free_when_the_page_comes_back() {
     memory.add(&allocator, 0, 32, Pool::Kernel).unwrap();
     let block = allocator.alloc(2, 1, NONE).unwrap();
     allocator.free(block).unwrap();
-    assert!(memory.bytes(block, 2 * PAGE as usize).iter().all(|&b| b == 0xAA));
+    assert!(unsafe { memory.bytes(block, 2 * PAGE as usize) }
+        .iter()
+        .all(|&b| b == 0xAA));
     assert!(allocator.check().is_ok());
     // Clean reuse: nothing reported.
     let again = allocator.alloc(2, 1, NONE).unwrap();
     assert_eq!((again, allocator.stats().misuse_reports), (block, 0));
     allocator.free(again).unwrap();
     // A stale pointer writes into the second page after the free.
-    memory.bytes(block + PAGE, 8)[3] = 1;
+    let stale = unsafe { memory.bytes(block + PAGE, 8) };
+    stale[3] = 1;
     let reused = allocator.alloc(2, 1, AllocFlags::ZERO).unwrap();
     assert_eq!(reused, block);
     assert_eq!(allocator.stats().misuse_reports, 1);
     assert!(
-        memory.bytes(reused, 2 * PAGE as usize).iter().all(|&b| b == 0),
+        unsafe { memory.bytes(reused, 2 * PAGE as usize) }
+            .iter()
+            .all(|&b| b == 0),
         "ZERO still zero-fills"
     );
 }

@@ -161,7 +161,7 @@ impl Setup {
             pa,
             pages,
             front,
-            free: vec![front..pages],
+            free: Vec::from([front..pages]),
         }
     }
 
@@ -189,7 +189,7 @@ impl Setup {
             pa,
             pages,
             front,
-            free: vec![first_free..pages],
+            free: Vec::from([first_free..pages]),
         }
     }
 
@@ -503,7 +503,7 @@ impl KeosModel {
                 }
                 at = word * 64;
             }
-            if align > 1 && (pfn + at) % align != 0 {
+            if align > 1 && !(pfn + at).is_multiple_of(align) {
                 at += 1;
                 continue;
             }

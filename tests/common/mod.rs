@@ -60,9 +60,14 @@ impl TestMemory {
         )
     }
 
-    /// The bytes at physical address `pa`.
-    pub fn bytes(&self, pa: PhysAddr, len: usize) -> &mut [u8] {
+    /// The bytes at physical address `pa`, as a kernel bug would see them.
+    ///
+    /// # Safety
+    /// The range is inside this memory, and nothing else reads or writes
+    /// it while the slice lives.
+    pub unsafe fn bytes(&self, pa: PhysAddr, len: usize) -> &'static mut [u8] {
         let kva = pa.as_u64().wrapping_add(self.phys_offset) as usize;
+        // SAFETY: per this function's contract.
         unsafe { std::slice::from_raw_parts_mut(std::ptr::with_exposed_provenance_mut(kva), len) }
     }
 
