@@ -736,52 +736,43 @@ mod tests {
         most
     }
 
+    /// At 1 GiB and at 64 GiB: a map made by `fill`, then the words one
+    /// search for `count` pages aligned to `count` reads, at most 8.
+    fn assert_bounded_search(count: usize, fill: impl Fn(&mut Owned, usize) -> FreeMap<'_>) {
+        for pages in [1 << 18, 1 << 24] {
+            let mut owned = Owned::new(pages);
+            let mut map = fill(&mut owned, pages);
+            let reads = reads_of(
+                &mut map,
+                Request {
+                    count,
+                    align: count,
+                    limit: pages,
+                },
+            );
+            assert!(reads <= 8, "{pages} pages: {reads} words read");
+        }
+    }
+
     #[test]
     #[cfg_attr(miri, ignore = "1 GiB and 64 GiB bitmaps: too big for Miri")]
     fn single_page_search_at_90_percent_reads_a_few_words_at_1_gib_and_64_gib() {
-        for pages in [1 << 18, 1 << 24] {
-            let mut owned = Owned::new(pages);
-            let mut map = random_map(&mut owned, pages, 90);
-            let req = Request {
-                count: 1,
-                align: 1,
-                limit: pages,
-            };
-            let reads = reads_of(&mut map, req);
-            assert!(reads <= 8, "{pages} pages: {reads} words read");
-        }
+        assert_bounded_search(1, |owned, pages| random_map(owned, pages, 90));
     }
 
     #[test]
     #[cfg_attr(miri, ignore = "1 GiB and 64 GiB bitmaps: too big for Miri")]
     fn single_page_search_with_free_pages_only_at_the_end_stays_bounded() {
-        for pages in [1 << 18, 1 << 24] {
-            let mut owned = Owned::new(pages);
+        assert_bounded_search(1, |owned, pages| {
             let mut map = owned.map(0);
             map.set(pages - pages / 10, pages / 10, true);
-            let req = Request {
-                count: 1,
-                align: 1,
-                limit: pages,
-            };
-            let reads = reads_of(&mut map, req);
-            assert!(reads <= 8, "{pages} pages: {reads} words read");
-        }
+            map
+        });
     }
 
     #[test]
     #[cfg_attr(miri, ignore = "1 GiB and 64 GiB bitmaps: too big for Miri")]
     fn aligned_eight_page_search_at_50_percent_reads_a_few_words_at_1_gib_and_64_gib() {
-        for pages in [1 << 18, 1 << 24] {
-            let mut owned = Owned::new(pages);
-            let mut map = random_map(&mut owned, pages, 50);
-            let req = Request {
-                count: 8,
-                align: 8,
-                limit: pages,
-            };
-            let reads = reads_of(&mut map, req);
-            assert!(reads <= 8, "{pages} pages: {reads} words read");
-        }
+        assert_bounded_search(8, |owned, pages| random_map(owned, pages, 50));
     }
 }
