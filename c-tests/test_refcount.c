@@ -9,8 +9,7 @@ static uint64_t meta_pages;
 static int setup(void **state) {
   (void)state;
   testmem_init();
-  assert_status(page_region_add(MIB(1), MIB(17), PAGE_POOL_KERNEL), PAGE_OK);
-  meta_pages = stats_now().metadata_pages;
+  meta_pages = (testmem_add_region(MIB(1), MIB(17), PAGE_POOL_KERNEL) - MIB(1)) / PAGE;
   return 0;
 }
 

@@ -797,6 +797,15 @@ static void test_split(void)
 static char dump_buf[64 * 1024];
 static void *dump_blocks[3000];
 
+/* Drops every reference test_dump took to block i (two for the shared). */
+static void release_dump_block(unsigned i)
+{
+	if (i % 5 == 0)
+		CHECK(page_put(dump_blocks[i]) == PAGE_OK, "put %u", i);
+	CHECK(page_put(dump_blocks[i]) == PAGE_OK, "last put %u", i);
+	dump_blocks[i] = 0;
+}
+
 static void test_dump(void)
 {
 	begin("page_dump");
@@ -810,23 +819,15 @@ static void test_dump(void)
 			CHECK(page_get(b) == PAGE_OK, "get");
 		dump_blocks[n++] = b;
 	}
-	for (unsigned i = 0; i < n; i += 3) {
-		if (i % 5 == 0)
-			page_put(dump_blocks[i]);
-		CHECK(page_put(dump_blocks[i]) == PAGE_OK, "put %u", i);
-		dump_blocks[i] = 0;
-	}
+	for (unsigned i = 0; i < n; i += 3)
+		release_dump_block(i);
 	size_t needed = page_dump(dump_buf, sizeof dump_buf);
 	CHECK(needed < sizeof dump_buf, "dump needs %lu bytes", (unsigned long)needed);
 	CHECK(needed > 20 && dump_buf[needed - 1] == '\n', "dump ends with a line");
 	kprintf("%s", dump_buf);
-	for (unsigned i = 0; i < n; i++) {
-		if (!dump_blocks[i])
-			continue;
-		if (i % 5 == 0)
-			page_put(dump_blocks[i]);
-		CHECK(page_put(dump_blocks[i]) == PAGE_OK, "put %u", i);
-	}
+	for (unsigned i = 0; i < n; i++)
+		if (dump_blocks[i])
+			release_dump_block(i);
 	CHECK(same_counts(before, stats()), "counts changed");
 	end("page_dump");
 }
