@@ -601,30 +601,48 @@ static int held_disjoint(void)
 	return ok;
 }
 
+/* The block sizes test_exhaust takes, largest first. */
+static const size_t exhaust_sizes[] = { 4096, 512, 64, 8, 1 };
+
+/* What one sweep of test_exhaust took. */
+struct sweep {
+	unsigned long blocks, pages;
+	uint64_t lowest, highest_end;
+};
+
+/* Takes every block page_alloc(size, flags) gives, for each size, tags it
+ * and pushes it on *list. */
+static struct sweep take_everything(uint32_t flags, void **list)
+{
+	struct sweep taken = { 0, 0, ~0ull, 0 };
+	for (unsigned s = 0; s < sizeof exhaust_sizes / sizeof exhaust_sizes[0]; s++)
+		for (void *b; (b = page_alloc(exhaust_sizes[s], flags));) {
+			uint64_t start = v2p(b), end = start + exhaust_sizes[s] * PAGE;
+			if (start < taken.lowest)
+				taken.lowest = start;
+			if (end > taken.highest_end)
+				taken.highest_end = end;
+			tag_block(b, exhaust_sizes[s], OWNER_EXHAUST);
+			hold(b, exhaust_sizes[s]);
+			((struct tag *)b)->next = *list;
+			*list = b;
+			taken.blocks++;
+			taken.pages += exhaust_sizes[s];
+		}
+	return taken;
+}
+
 static void test_exhaust(void)
 {
 	begin("exhaust");
 	struct page_stats before = stats();
 	void *list = 0;
-	unsigned long blocks = 0, pages = 0, dma32_pages = 0, high_pages = 0;
-	uint64_t dma32_max = 0, high_min = ~0ull;
 	uint64_t t0 = rdtsc();
 
 	/* DMA32 first: every block must lie below 4 GiB. */
-	static const size_t sizes[] = { 4096, 512, 64, 8, 1 };
-	for (unsigned s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
-		for (void *b; (b = page_alloc(sizes[s], PAGE_ALLOC_DMA32));) {
-			uint64_t last = v2p(b) + sizes[s] * PAGE;
-			if (last > dma32_max)
-				dma32_max = last;
-			tag_block(b, sizes[s], OWNER_EXHAUST);
-			hold(b, sizes[s]);
-			((struct tag *)b)->next = list;
-			list = b;
-			blocks++;
-			pages += sizes[s];
-			dma32_pages += sizes[s];
-		}
+	struct sweep low = take_everything(PAGE_ALLOC_DMA32, &list);
+	unsigned long dma32_pages = low.pages;
+	uint64_t dma32_max = low.highest_end;
 	struct page_stats mid = stats();
 	kprintf("  DMA32: %lu pages, highest end %lx; %lu pages left (memory above 4 GiB)\n", dma32_pages,
 		dma32_max, mid.free_pages);
@@ -632,18 +650,9 @@ static void test_exhaust(void)
 	CHECK((max_pa > FOUR_GIB) == (mid.free_pages > 0), "free pages %lu after DMA32 exhaustion", mid.free_pages);
 
 	/* Then everything else: with memory above 4 GiB, that is where it is. */
-	for (unsigned s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
-		for (void *b; (b = page_alloc(sizes[s], 0));) {
-			if (v2p(b) < high_min)
-				high_min = v2p(b);
-			tag_block(b, sizes[s], OWNER_EXHAUST);
-			hold(b, sizes[s]);
-			((struct tag *)b)->next = list;
-			list = b;
-			blocks++;
-			pages += sizes[s];
-			high_pages += sizes[s];
-		}
+	struct sweep high = take_everything(0, &list);
+	unsigned long high_pages = high.pages, blocks = low.blocks + high.blocks, pages = low.pages + high.pages;
+	uint64_t high_min = high.lowest;
 	struct page_stats full = stats();
 	if (max_pa > FOUR_GIB) {
 		kprintf("  above 4 GiB: %lu pages, lowest at %lx\n", high_pages, high_min);
