@@ -320,7 +320,7 @@ impl<H: Hooks> Allocator<H> {
             if first >= last {
                 return Err(PageStatus::ETOOSMALL);
             }
-            let old = self.table.load().map_or(&[][..], |table| table.regions);
+            let old = self.regions();
             if old.iter().any(|r| r.start < last && first < r.end) {
                 return Err(PageStatus::EOVERLAP);
             }
@@ -432,7 +432,7 @@ impl<H: Hooks> Allocator<H> {
             let found = if inner.faults.fail_now() || count > MAX_BLOCK_PAGES {
                 None
             } else {
-                let regions = self.table.load().map_or(&[][..], |table| table.regions);
+                let regions = self.regions();
                 regions.iter().filter(|r| r.pool == pool).find_map(|region| {
                     let bit = region.state.get(inner).find_run(region, count, align, limit)?;
                     Some((*region, bit))
@@ -522,6 +522,12 @@ impl<H: Hooks> Allocator<H> {
             .text(" free_pages=")
             .decimal(free);
         self.hooks.panic(writer.as_c_str())
+    }
+
+    /// Every region, in address order (the current table), without the lock.
+    #[inline]
+    fn regions(&self) -> &'static [&'static Region] {
+        self.table.load().map_or(&[], |table| table.regions)
     }
 
     /// The region and bit of the usable page at `pa`, without the lock.
@@ -692,8 +698,7 @@ impl<H: Hooks> Allocator<H> {
     /// during `visit`, which may allocate and free: blocks it changes may be
     /// seen or not.
     pub fn for_each_live(&self, mut visit: impl FnMut(&LiveBlock)) {
-        let Some(table) = self.table.load() else { return };
-        for region in table.regions {
+        for region in self.regions() {
             let mut bit = 0;
             while let Some(block) = self.locked(|inner| region.state.get(inner).next_block(region, bit)) {
                 bit = block.bit + block.pages;
@@ -726,7 +731,7 @@ impl<H: Hooks> Allocator<H> {
             .text(" largest_free_run=")
             .decimal(stats.largest_free_run)
             .text("\n");
-        for region in self.table.load().map_or(&[][..], |table| table.regions) {
+        for region in self.regions() {
             out.text("region start=0x")
                 .hex(region.start.pa())
                 .text(" end=0x")
@@ -776,7 +781,7 @@ impl<H: Hooks> Allocator<H> {
                 metadata_bytes: inner.metadata_bytes,
                 ..PageStats::default()
             };
-            for region in self.table.load().map_or(&[][..], |table| table.regions) {
+            for region in self.regions() {
                 let state = region.state.get(inner);
                 stats.largest_free_run = stats.largest_free_run.max(state.map.largest_run() as u64);
                 if region.pool == Pool::User {
@@ -792,7 +797,7 @@ impl<H: Hooks> Allocator<H> {
     /// the first bad page) on the first disagreement.
     pub fn check(&self) -> Result<(), PageStatus> {
         let result = self.locked(|inner| {
-            let regions = self.table.load().map_or(&[][..], |table| table.regions);
+            let regions = self.regions();
             let (mut total, mut meta, mut used) = (0, 0, 0);
             for region in regions {
                 total += region.total_pages();
