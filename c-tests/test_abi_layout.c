@@ -6,7 +6,7 @@
 _Static_assert(sizeof(page_status) == 4, "page_status is 4 bytes");
 _Static_assert((page_status)-1 > 0, "page_status is unsigned");
 
-_Static_assert(sizeof(page_config) == 48, "page_config size");
+_Static_assert(sizeof(page_config) == 56, "page_config size");
 _Static_assert(_Alignof(page_config) == 8, "page_config alignment");
 _Static_assert(offsetof(page_config, phys_offset) == 0, "phys_offset");
 _Static_assert(offsetof(page_config, irq_save) == 8, "irq_save");
@@ -15,8 +15,9 @@ _Static_assert(offsetof(page_config, panic) == 24, "panic");
 _Static_assert(offsetof(page_config, on_misuse) == 32, "on_misuse");
 _Static_assert(offsetof(page_config, debug) == 40, "debug");
 _Static_assert(sizeof(((page_config *)0)->debug) == 4, "debug is 32 bits");
+_Static_assert(offsetof(page_config, cpu_id) == 48, "cpu_id");
 
-_Static_assert(sizeof(page_stats) == 11 * 8, "page_stats size");
+_Static_assert(sizeof(page_stats) == 12 * 8, "page_stats size");
 _Static_assert(offsetof(page_stats, total_pages) == 0, "total_pages");
 _Static_assert(offsetof(page_stats, free_pages) == 8, "free_pages");
 _Static_assert(offsetof(page_stats, used_pages) == 16, "used_pages");
@@ -28,6 +29,7 @@ _Static_assert(offsetof(page_stats, failed_allocs) == 56, "failed_allocs");
 _Static_assert(offsetof(page_stats, misuse_reports) == 64, "misuse_reports");
 _Static_assert(offsetof(page_stats, metadata_bytes) == 72, "metadata_bytes");
 _Static_assert(offsetof(page_stats, user_free_pages) == 80, "user_free_pages");
+_Static_assert(offsetof(page_stats, cached_pages) == 88, "cached_pages");
 
 _Static_assert(PAGE_OK == 0 && PAGE_ENOMEM == 1 && PAGE_EINVAL == 2 && PAGE_ENOTMANAGED == 3 &&
                    PAGE_ENOTALLOCATED == 4 && PAGE_ENOTHEAD == 5 && PAGE_ESHARED == 6 &&

@@ -92,6 +92,12 @@
 #define PAGE_DEBUG_TRACK 2
 
 /**
+ * CPUs with a page cache of their own when `page_config.cpu_id` is set;
+ * higher CPU numbers share (number modulo this).
+ */
+#define KPALLOC_MAX_CPUS 16
+
+/**
  * The largest reference count a block can have; `page_get` beyond it
  * returns `PAGE_EOVERFLOW`.
  */
@@ -208,6 +214,18 @@ typedef struct page_config {
    * `PAGE_DEBUG_*` bits; 0 for none. Unknown bits are `PAGE_EINVAL`.
    */
   uint32_t debug;
+  /**
+   * Returns the number of the CPU it runs on (e.g. from a per-CPU
+   * variable). Non-NULL turns on per-CPU caches of single pages: most
+   * one-page allocations and frees then take no lock, and CPUs do not
+   * wait for each other. Called on each of them, from any context kpalloc
+   * is called from. A stale number (a thread that migrates) is harmless:
+   * it only picks a cache. Numbers from `KPALLOC_MAX_CPUS` up share
+   * caches. Single pages then come most recently freed first, not lowest
+   * address first. Ignored under `PAGE_DEBUG_POISON` and
+   * `PAGE_DEBUG_TRACK`. NULL: no caches, every call takes the lock.
+   */
+  uint32_t (*cpu_id)(void);
 } page_config;
 
 /**
@@ -241,7 +259,8 @@ typedef struct page_stats {
    */
   uint64_t largest_free_run;
   /**
-   * The most pages ever in use at once.
+   * The most pages ever in use at once (counting the pages held in
+   * per-CPU caches as in use).
    */
   uint64_t high_water_pages;
   /**
@@ -261,6 +280,10 @@ typedef struct page_stats {
    * Free pages of the user pool (included in `free_pages`).
    */
   uint64_t user_free_pages;
+  /**
+   * Free pages held in per-CPU caches (included in `free_pages`).
+   */
+  uint64_t cached_pages;
 } page_stats;
 
 /**
@@ -544,7 +567,10 @@ size_t page_dump(char *buf, size_t len);
  * counts, block boundaries and counters.
  *
  * Returns `PAGE_OK`; `PAGE_ECORRUPT` (also reported through `on_misuse`
- * with the first bad page) on any disagreement; `PAGE_EUNINIT`.
+ * with the first bad page) on any disagreement; `PAGE_EUNINIT`; with
+ * per-CPU caches, `PAGE_EBUSY` (not misuse) if a CPU's cache stayed in use
+ * throughout (as when the check interrupted a page call on its own CPU):
+ * try again.
  * Holds the lock for a walk of every page: for tests and debugging.
  */
 page_status page_check(void);

@@ -5,14 +5,15 @@
 
 use core::ffi::CStr;
 use core::panic::Location;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use spin::Mutex;
 use x86_64::PhysAddr;
 
+use crate::cache::{AllHeld, CacheGuard, CpuCaches, Magazine, BATCH_PAGES, MAGAZINE_PAGES};
 use crate::message::{Message, TextWriter};
 use crate::refcount::{self, Put};
-use crate::region::{Region, RegionLayout, RegionTable, Slot, MAX_BLOCK_PAGES};
+use crate::region::{Region, RegionLayout, RegionTable, Slot, CACHED, MAX_BLOCK_PAGES};
 use crate::status::PageStatus;
 use crate::sync::{LockToken, Published};
 use crate::tag::Tag;
@@ -39,6 +40,12 @@ pub trait Hooks: Sync {
     /// the caller passed (0 where there was none). Never called with the
     /// lock held.
     fn on_misuse(&self, _status: PageStatus, _addr: usize) {}
+    /// The number of the CPU making the call, to pick its page cache (see
+    /// [`Allocator::with_cpu_caches`]). It may be stale (the thread may
+    /// migrate) or shared: it only picks a cache, never decides correctness.
+    fn cpu_id(&self) -> usize {
+        0
+    }
 }
 
 /// Hooks for a host or a kernel without interrupts: all defaults.
@@ -64,7 +71,8 @@ pub struct PageStats {
     pub regions: u64,
     /// Longest run of free pages in one region.
     pub largest_free_run: u64,
-    /// The most pages ever in use at once.
+    /// The most pages ever in use at once (counting the pages held in
+    /// per-CPU caches as in use).
     pub high_water_pages: u64,
     /// Allocations refused for lack of memory (`PAGE_ENOMEM`).
     pub failed_allocs: u64,
@@ -75,6 +83,8 @@ pub struct PageStats {
     pub metadata_bytes: u64,
     /// Free pages of the user pool (included in `free_pages`).
     pub user_free_pages: u64,
+    /// Free pages held in per-CPU caches (included in `free_pages`).
+    pub cached_pages: u64,
 }
 
 /// Run-length encodes page states into `runs` lines of a dump.
@@ -150,6 +160,14 @@ pub struct Config {
 /// Byte written over freed pages under `PAGE_DEBUG_POISON`.
 const POISON_BYTE: u8 = 0xAA;
 
+/// How a locked search for a block ended.
+enum Search {
+    Claimed(Claimed),
+    /// Failed on purpose (`page_fail_after`, `page_fail_every`).
+    Injected,
+    NotFound,
+}
+
 /// A block just claimed under the lock.
 struct Claimed {
     pa: PhysAddr,
@@ -201,6 +219,7 @@ struct Inner {
     total_pages: u64,
     metadata_pages: u64,
     metadata_bytes: u64,
+    /// Pages used in the bitmaps: in blocks or in per-CPU caches.
     used_pages: u64,
     high_water_pages: u64,
     failed_allocs: u64,
@@ -222,6 +241,11 @@ pub struct Allocator<H: Hooks = NoHooks> {
     /// The current table of regions, readable without the lock.
     table: Published<RegionTable>,
     misuse_reports: AtomicU64,
+    /// Per-CPU caches of single pages, if on.
+    caches: Option<&'static CpuCaches>,
+    /// Whether scheduled failures are on: allocations then take the locked
+    /// path, where they are counted.
+    faults_armed: AtomicBool,
 }
 
 /// Tells allocators apart, so that one's regions never use another's lock.
@@ -230,6 +254,23 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 impl<H: Hooks> Allocator<H> {
     /// An allocator with no regions yet.
     pub fn new(config: Config, hooks: H) -> Self {
+        Self::with_caches(config, hooks, None)
+    }
+
+    /// An allocator with no regions yet whose single-page allocations and
+    /// frees go through per-CPU caches in `caches` (which no other allocator
+    /// may use), picked by [`Hooks::cpu_id`]: most need no lock at all, so
+    /// CPUs do not wait for each other. Cached pages count as free in
+    /// [`PageStats`]; a search that finds nothing takes them back first.
+    /// Single pages then come most recently freed first rather than lowest
+    /// address first. `PAGE_DEBUG_POISON` and `PAGE_DEBUG_TRACK` turn the
+    /// caches off (every page goes through their checks).
+    pub fn with_cpu_caches(config: Config, hooks: H, caches: &'static CpuCaches) -> Self {
+        Self::with_caches(config, hooks, Some(caches))
+    }
+
+    fn with_caches(config: Config, hooks: H, caches: Option<&'static CpuCaches>) -> Self {
+        let caches = caches.filter(|_| config.debug & (PAGE_DEBUG_POISON | PAGE_DEBUG_TRACK) == 0);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Allocator {
             config,
@@ -247,6 +288,8 @@ impl<H: Hooks> Allocator<H> {
             }),
             table: Published::empty(),
             misuse_reports: AtomicU64::new(0),
+            caches,
+            faults_armed: AtomicBool::new(false),
         }
     }
 
@@ -423,29 +466,121 @@ impl<H: Hooks> Allocator<H> {
             return Err(PageStatus::EINVAL);
         }
         let pool = flags.pool();
+        let single = count == 1 && align == 1;
         let limit = if flags.contains(AllocFlags::DMA32) {
             DMA32_LIMIT
+        } else if let Some(pa) = single.then(|| self.take_cached(pool)).flatten() {
+            return Ok(Claimed { pa, overwritten: None });
         } else {
             Pfn(u64::MAX)
         };
-        self.locked(|inner| {
-            let found = if inner.faults.fail_now() || count > MAX_BLOCK_PAGES {
-                None
-            } else {
+        let search = || {
+            self.locked(|inner| {
+                if inner.faults.fail_now() {
+                    return Search::Injected;
+                }
                 let regions = self.regions();
-                regions.iter().filter(|r| r.pool == pool).find_map(|region| {
+                let found = regions.iter().filter(|r| r.pool == pool).find_map(|region| {
                     let bit = region.state.get(inner).find_run(region, count, align, limit)?;
                     Some((*region, bit))
-                })
-            };
-            match found {
-                Some((region, bit)) => Ok(self.claim(inner, region, bit, count, tag)),
-                None => {
-                    inner.failed_allocs += 1;
-                    Err(PageStatus::ENOMEM)
+                });
+                match found {
+                    Some((region, bit)) => Search::Claimed(self.claim(inner, region, bit, count, tag)),
+                    None => Search::NotFound,
+                }
+            })
+        };
+        let outcome = match search() {
+            // Free pages may sit in the CPUs' caches: take them back, then
+            // search once more.
+            Search::NotFound if self.drain_caches() > 0 => search(),
+            outcome => outcome,
+        };
+        match outcome {
+            Search::Claimed(claimed) => Ok(claimed),
+            Search::Injected | Search::NotFound => {
+                self.locked(|inner| inner.failed_allocs += 1);
+                Err(PageStatus::ENOMEM)
+            }
+        }
+    }
+
+    /// This CPU's page cache for `pool`, if the caches are on, no failures
+    /// are scheduled, and no one holds it.
+    #[inline]
+    fn cache(&self, pool: Pool) -> Option<CacheGuard<'static>> {
+        let caches = self.caches?;
+        if self.faults_armed.load(Ordering::Relaxed) {
+            return None;
+        }
+        caches.try_lock(self.hooks.cpu_id(), pool)
+    }
+
+    /// A page from this CPU's cache (refilled from the bitmaps if empty),
+    /// as a block with one reference.
+    #[inline]
+    fn take_cached(&self, pool: Pool) -> Option<PhysAddr> {
+        let mut cache = self.cache(pool)?;
+        if cache.len() == 0 {
+            self.refill(&mut cache, pool);
+        }
+        let pa = PhysAddr::new(cache.pop()?.pa());
+        // Cached pages are usable pages of a region: this always succeeds.
+        let (region, bit) = self.locate(pa).ok()?;
+        // Published with Release: a lock-free get that sees the head sees
+        // the block.
+        region.slots[bit].store(1, Ordering::Release);
+        Some(pa)
+    }
+
+    /// Under the lock: moves up to half a magazine of free pages of `pool`,
+    /// lowest first, into `cache`.
+    #[cold]
+    fn refill(&self, cache: &mut Magazine, pool: Pool) {
+        self.locked(|inner| {
+            for region in self.regions().iter().filter(|r| r.pool == pool) {
+                let want = BATCH_PAGES.saturating_sub(cache.len());
+                if want == 0 {
+                    break;
+                }
+                inner.used_pages += region.state.get(inner).claim_for_cache(region, want, cache) as u64;
+            }
+            inner.high_water_pages = inner.high_water_pages.max(inner.used_pages);
+        })
+    }
+
+    /// Under the lock: gives the `count` oldest pages of `cache` back to
+    /// the bitmaps.
+    #[cold]
+    fn flush(&self, cache: &mut Magazine, count: usize) {
+        self.locked(|inner| {
+            for &pfn in &cache.pages()[..count] {
+                if let Ok((region, bit)) = self.locate(PhysAddr::new(pfn.pa())) {
+                    region.state.get(inner).release(region, bit, 1, false);
+                    inner.used_pages -= 1;
                 }
             }
-        })
+        });
+        cache.forget_oldest(count);
+    }
+
+    /// Gives the pages of every cache no one holds back to the bitmaps;
+    /// returns how many.
+    #[cold]
+    fn drain_caches(&self) -> usize {
+        let Some(caches) = self.caches else {
+            return 0;
+        };
+        caches
+            .try_lock_each()
+            .map(|mut cache| {
+                let count = cache.len();
+                if count > 0 {
+                    self.flush(&mut cache, count);
+                }
+                count
+            })
+            .sum()
     }
 
     fn take_at(&self, pa: PhysAddr, count: usize, flags: AllocFlags, tag: Tag) -> Result<Claimed, PageStatus> {
@@ -461,12 +596,19 @@ impl<H: Hooks> Allocator<H> {
         if region.pool != flags.pool() || (flags.contains(AllocFlags::DMA32) && end > DMA32_LIMIT.0) {
             return Err(PageStatus::EINVAL);
         }
-        self.locked(|inner| {
-            if !region.state.get(inner).is_free_run(bit, count) {
-                return Err(PageStatus::EBUSY);
-            }
-            Ok(self.claim(inner, region, bit, count, tag))
-        })
+        let attempt = || {
+            self.locked(|inner| {
+                if !region.state.get(inner).is_free_run(bit, count) {
+                    return Err(PageStatus::EBUSY);
+                }
+                Ok(self.claim(inner, region, bit, count, tag))
+            })
+        };
+        match attempt() {
+            // Some of the pages may be free in a CPU's cache.
+            Err(PageStatus::EBUSY) if self.drain_caches() > 0 => attempt(),
+            result => result,
+        }
     }
 
     /// Under the lock: makes the free run at `bit` a block, after checking
@@ -585,21 +727,26 @@ impl<H: Hooks> Allocator<H> {
         self.checked(result, self.kva(pa))
     }
 
-    /// Under the lock: frees the block headed at `bit` if it has one
-    /// reference (`Ok(true)`); `Ok(false)` if it has more. `EINVAL` if the
-    /// caller said how long the block is and was wrong.
+    /// Frees the block headed at `bit` if it has one reference
+    /// (`Ok(true)`); `Ok(false)` if it has more. `EINVAL` if the caller said
+    /// how long the block is and was wrong.
     fn release_if_sole(
         &self,
         region: &'static Region,
         bit: usize,
         said_pages: Option<usize>,
     ) -> Result<bool, PageStatus> {
+        if said_pages.is_none_or(|pages| pages == 1) {
+            if let Some(released) = self.release_to_cache(region, bit) {
+                return released;
+            }
+        }
         self.locked(|inner| {
             let length_checked = || match said_pages {
                 Some(pages) if pages != region.block_pages(bit) => Err(PageStatus::EINVAL),
                 _ => Ok(()),
             };
-            if !refcount::take_last(&region.slots[bit], length_checked)? {
+            if !refcount::take_last(&region.slots[bit], length_checked, 0)? {
                 return Ok(false);
             }
             let pages = region.block_pages(bit);
@@ -622,12 +769,39 @@ impl<H: Hooks> Allocator<H> {
         })
     }
 
+    /// Frees the single page headed at `bit`, if it has one reference, into
+    /// this CPU's cache, without the allocator's lock; `None` where the
+    /// locked path must decide (caches off or busy, a longer block).
+    #[inline]
+    fn release_to_cache(&self, region: &'static Region, bit: usize) -> Option<Result<bool, PageStatus>> {
+        if region.block_pages(bit) != 1 {
+            return None;
+        }
+        let mut cache = self.cache(region.pool)?;
+        let slot = &region.slots[bit];
+        match refcount::take_last(slot, || Ok(()), CACHED) {
+            Ok(true) => {}
+            other => return Some(other),
+        }
+        if region.block_pages(bit) != 1 {
+            // Freed and reallocated longer by someone else between the two
+            // looks (a misuse race): undo, and let the lock decide.
+            slot.store(1, Ordering::Release);
+            return None;
+        }
+        if cache.len() == MAGAZINE_PAGES {
+            self.flush(&mut cache, BATCH_PAGES);
+        }
+        cache.push(region.pfn_of(bit));
+        Some(Ok(true))
+    }
+
     /// Turns the block headed at `pa` (one reference) into single-page
     /// blocks of one reference each.
     pub fn split(&self, pa: PhysAddr) -> Result<(), PageStatus> {
         let result = self.locate(pa).and_then(|(region, bit)| {
             self.locked(|_inner| match region.slot(bit) {
-                Slot::Free { .. } => Err(PageStatus::ENOTALLOCATED),
+                Slot::Free { .. } | Slot::Cached => Err(PageStatus::ENOTALLOCATED),
                 Slot::Interior(_) => Err(PageStatus::ENOTHEAD),
                 Slot::Head(1) => {
                     for page in bit + 1..bit + region.block_pages(bit) {
@@ -668,6 +842,7 @@ impl<H: Hooks> Allocator<H> {
                 successes_left: Some(successes),
                 ..inner.faults
             };
+            self.faults_armed.store(true, Ordering::Relaxed);
         })
     }
 
@@ -684,13 +859,17 @@ impl<H: Hooks> Allocator<H> {
                 calls: 0,
                 ..inner.faults
             };
+            self.faults_armed.store(true, Ordering::Relaxed);
         });
         Ok(())
     }
 
     /// Stops scheduled failures.
     pub fn fail_off(&self) {
-        self.locked(|inner| inner.faults = FaultPlan::default())
+        self.locked(|inner| {
+            inner.faults = FaultPlan::default();
+            self.faults_armed.store(false, Ordering::Relaxed);
+        })
     }
 
     /// Calls `visit` for every allocated block, in address order, with its
@@ -768,17 +947,22 @@ impl<H: Hooks> Allocator<H> {
     /// A consistent snapshot of the counters.
     pub fn stats(&self) -> PageStats {
         let misuse_reports = self.misuse_reports.load(Ordering::Relaxed);
+        let cached = |pool| self.caches.map_or(0, |caches| caches.cached_pages(pool));
         self.locked(|inner| {
+            let (kernel_cached, user_cached) = (cached(Pool::Kernel), cached(Pool::User));
+            let used_pages = inner.used_pages - kernel_cached - user_cached;
             let mut stats = PageStats {
                 total_pages: inner.total_pages,
-                free_pages: inner.total_pages - inner.metadata_pages - inner.used_pages,
-                used_pages: inner.used_pages,
+                free_pages: inner.total_pages - inner.metadata_pages - used_pages,
+                used_pages,
                 metadata_pages: inner.metadata_pages,
                 regions: inner.regions,
                 high_water_pages: inner.high_water_pages,
                 failed_allocs: inner.failed_allocs,
                 misuse_reports,
                 metadata_bytes: inner.metadata_bytes,
+                user_free_pages: user_cached,
+                cached_pages: kernel_cached + user_cached,
                 ..PageStats::default()
             };
             for region in self.regions() {
@@ -792,29 +976,56 @@ impl<H: Hooks> Allocator<H> {
         })
     }
 
-    /// Verifies every region's bitmap, summaries, slots and counters against
-    /// each other and the totals; `ECORRUPT` (reported with the address of
-    /// the first bad page) on the first disagreement.
-    pub fn check(&self) -> Result<(), PageStatus> {
-        let result = self.locked(|inner| {
+    /// [`Allocator::check`] with every cache held: the first bad page, or
+    /// `Pfn(0)` for bad totals.
+    // Not inlined: a frame of its own keeps page_check's stack small.
+    #[inline(never)]
+    fn check_held(&self, caches: Option<&AllHeld>) -> Result<(), Pfn> {
+        self.locked(|inner| {
             let regions = self.regions();
-            let (mut total, mut meta, mut used) = (0, 0, 0);
+            let (mut total, mut meta, mut used, mut cached) = (0, 0, 0, 0);
             for region in regions {
                 total += region.total_pages();
                 meta += region.meta_pages();
-                let region_used = region
+                let (region_used, region_cached) = region
                     .state
                     .get(inner)
                     .check(region)
                     .map_err(|bit| region.pfn_of(bit))?;
                 used += region_used;
+                cached += region_cached;
+            }
+            // Each cached page is in a cache, and each page in a cache is
+            // cached (so no page is in two).
+            let mut in_caches = 0;
+            for pfn in caches.iter().flat_map(|held| held.pages()) {
+                match self.locate(PhysAddr::new(pfn.pa())) {
+                    Ok((region, bit)) if region.slot(bit) == Slot::Cached => in_caches += 1,
+                    _ => return Err(pfn),
+                }
             }
             let sorted = regions.windows(2).all(|pair| pair[0].end <= pair[1].start);
-            if !sorted || (total, meta, used) != (inner.total_pages, inner.metadata_pages, inner.used_pages) {
+            let totals = (total, meta, used + cached);
+            if !sorted || in_caches != cached || totals != (inner.total_pages, inner.metadata_pages, inner.used_pages) {
                 return Err(Pfn(0));
             }
             Ok(())
-        });
+        })
+    }
+
+    /// Verifies every region's bitmap, summaries, slots and counters against
+    /// each other and the totals; `ECORRUPT` (reported with the address of
+    /// the first bad page) on the first disagreement.
+    ///
+    /// With per-CPU caches, every cache is held during the check: `EBUSY`
+    /// (not counted as misuse) if one stays held, as by a call this check
+    /// interrupted on its own CPU; try again later.
+    pub fn check(&self) -> Result<(), PageStatus> {
+        let caches = match self.caches.map(CpuCaches::hold_all) {
+            Some(None) => return Err(PageStatus::EBUSY),
+            held => held.flatten(),
+        };
+        let result = self.check_held(caches.as_ref());
         result.or_else(|pfn| {
             let addr = if pfn == Pfn(0) {
                 0

@@ -12,6 +12,7 @@ use x86_64::PhysAddr;
 
 use crate::allocator::LiveBlock;
 use crate::allocator::{Allocator, Config, Hooks, PageStats};
+use crate::cache::CpuCaches;
 use crate::status::PageStatus;
 use crate::tag::Tag;
 use crate::types::{AllocFlags, Pool};
@@ -38,6 +39,16 @@ pub struct PageConfig {
     pub on_misuse: Option<unsafe extern "C" fn(PageStatus, *const c_void)>,
     /// `PAGE_DEBUG_*` bits; 0 for none. Unknown bits are `PAGE_EINVAL`.
     pub debug: u32,
+    /// Returns the number of the CPU it runs on (e.g. from a per-CPU
+    /// variable). Non-NULL turns on per-CPU caches of single pages: most
+    /// one-page allocations and frees then take no lock, and CPUs do not
+    /// wait for each other. Called on each of them, from any context kpalloc
+    /// is called from. A stale number (a thread that migrates) is harmless:
+    /// it only picks a cache. Numbers from `KPALLOC_MAX_CPUS` up share
+    /// caches. Single pages then come most recently freed first, not lowest
+    /// address first. Ignored under `PAGE_DEBUG_POISON` and
+    /// `PAGE_DEBUG_TRACK`. NULL: no caches, every call takes the lock.
+    pub cpu_id: Option<unsafe extern "C" fn() -> u32>,
 }
 
 /// The hooks of a `page_config`, called as the C contract says.
@@ -77,7 +88,17 @@ impl Hooks for CHooks {
             unsafe { report(status, ptr::without_provenance(addr)) }
         }
     }
+
+    #[inline]
+    fn cpu_id(&self) -> usize {
+        // SAFETY: see the impl.
+        self.config.cpu_id.map_or(0, |cpu_id| unsafe { cpu_id() } as usize)
+    }
 }
+
+/// The global allocator's per-CPU caches (used if `page_config.cpu_id` is
+/// set): a static, so they cost no stack in `page_init`.
+static CACHES: CpuCaches = CpuCaches::new();
 
 static GLOBAL: Once<Allocator<CHooks>> = Once::new();
 
@@ -117,7 +138,10 @@ pub unsafe extern "C" fn page_init(cfg: *const PageConfig) -> PageStatus {
             phys_offset: config.phys_offset,
             debug: config.debug,
         };
-        Allocator::new(config, hooks)
+        match hooks.config.cpu_id {
+            Some(_) => Allocator::with_cpu_caches(config, hooks, &CACHES),
+            None => Allocator::new(config, hooks),
+        }
     });
     if made {
         PageStatus::OK
@@ -494,7 +518,10 @@ pub unsafe extern "C" fn page_dump(buf: *mut c_char, len: usize) -> usize {
 /// counts, block boundaries and counters.
 ///
 /// Returns `PAGE_OK`; `PAGE_ECORRUPT` (also reported through `on_misuse`
-/// with the first bad page) on any disagreement; `PAGE_EUNINIT`.
+/// with the first bad page) on any disagreement; `PAGE_EUNINIT`; with
+/// per-CPU caches, `PAGE_EBUSY` (not misuse) if a CPU's cache stayed in use
+/// throughout (as when the check interrupted a page call on its own CPU):
+/// try again.
 /// Holds the lock for a walk of every page: for tests and debugging.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_check() -> PageStatus {

@@ -414,6 +414,24 @@ impl<'m> FreeMap<'m> {
         (bit < limit).then_some(bit)
     }
 
+    /// Marks up to `max` (at least one) free pages of the lowest word with a
+    /// free page used; returns the word's first bit and the pages taken.
+    pub fn take_lowest(&mut self, max: usize) -> Option<(usize, u64)> {
+        let word = self.find_one(self.bits())? / BITS;
+        let free = self.words[word];
+        let mut taken = free;
+        // Keep the lowest `max` free pages of the word.
+        for _ in 0..max.min(BITS) {
+            taken &= taken - 1;
+            if taken == 0 {
+                break;
+            }
+        }
+        let taken = free ^ taken;
+        self.store(word, free & !taken);
+        Some((word * BITS, taken))
+    }
+
     /// The lowest bit in word `word` where a run fitting `req` starts.
     fn fit_from(&self, word: usize, req: Request) -> Option<usize> {
         let Request { count, align, limit } = req;

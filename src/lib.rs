@@ -32,6 +32,7 @@
 extern crate std;
 
 pub mod allocator;
+mod cache;
 pub mod ffi;
 mod freemap;
 mod message;
@@ -45,6 +46,7 @@ mod tag;
 pub mod types;
 
 pub use allocator::{Allocator, Config, Hooks, LiveBlock, NoHooks, PageStats};
+pub use cache::CpuCaches;
 pub use ffi::{global, CHooks, PageConfig, PageLiveBlock};
 pub use pages::{ContigPages, Frames, Page, PageRef, SplitPages};
 pub use status::PageStatus;

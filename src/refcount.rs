@@ -44,7 +44,7 @@ slot_cell!(loom::sync::atomic::AtomicU32);
 #[inline]
 fn head_count(raw: u32) -> Result<u32, PageStatus> {
     match Slot::decode(raw) {
-        Slot::Free { .. } => Err(PageStatus::ENOTALLOCATED),
+        Slot::Free { .. } | Slot::Cached => Err(PageStatus::ENOTALLOCATED),
         Slot::Interior(_) => Err(PageStatus::ENOTHEAD),
         Slot::Head(count) => Ok(count),
     }
@@ -91,13 +91,15 @@ pub(crate) fn put_unless_last(slot: &impl SlotCell) -> Result<Put, PageStatus> {
     }
 }
 
-/// Under the lock: takes a sole reference from 1 to 0 and returns `true`
-/// (the caller frees the block), or returns `false` if the block is shared.
-/// `check_head` may refuse the call once a head is seen.
+/// Under the allocator's lock (or a page cache's): takes a sole reference
+/// from 1 to `freed`, the slot of a free or a cached page, and returns
+/// `true` (the caller frees the block), or returns `false` if the block is
+/// shared. `check_head` may refuse the call once a head is seen.
 #[inline]
 pub(crate) fn take_last(
     slot: &impl SlotCell,
     check_head: impl Fn() -> Result<(), PageStatus>,
+    freed: u32,
 ) -> Result<bool, PageStatus> {
     loop {
         let raw = slot.load();
@@ -107,7 +109,7 @@ pub(crate) fn take_last(
             return Ok(false);
         }
         // A lock-free get may race us to the count.
-        if slot.replace(1, 0).is_ok() {
+        if slot.replace(1, freed).is_ok() {
             return Ok(true);
         }
     }
@@ -131,7 +133,7 @@ mod loom_tests {
                 Put::Done => return,
                 Put::Last => {
                     let mut freed = lock.lock().unwrap();
-                    if take_last(slot, || Ok(())).unwrap() {
+                    if take_last(slot, || Ok(()), 0).unwrap() {
                         assert!(!*freed, "freed twice");
                         *freed = true;
                         return;

@@ -7,6 +7,7 @@
 use core::mem::{align_of, size_of};
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use crate::cache::Magazine;
 use crate::freemap::{FreeMap, Request, SummaryLayout};
 use crate::status::PageStatus;
 use crate::sync::LockedBy;
@@ -22,6 +23,9 @@ const INTERIOR: u32 = 0x8000_0000;
 /// Slot of a free page filled with the poison pattern: an interior tag with
 /// no length, which no block has.
 const POISONED_FREE: u32 = INTERIOR;
+/// Slot of a free page held in a per-CPU cache: an interior tag with length
+/// one, which no block has (a one-page block has no interior).
+pub(crate) const CACHED: u32 = INTERIOR | 1;
 /// Largest block: its length must fit beside the interior tag.
 pub(crate) const MAX_BLOCK_PAGES: usize = PAGE_REFCOUNT_MAX as usize;
 
@@ -35,6 +39,8 @@ pub(crate) enum Slot {
     Head(u32),
     /// Later page of an allocated block of this many pages.
     Interior(usize),
+    /// Free, held in a per-CPU cache (used in the bitmap).
+    Cached,
 }
 
 impl Slot {
@@ -46,6 +52,8 @@ impl Slot {
             }
         } else if raw & INTERIOR == 0 {
             Slot::Head(raw)
+        } else if raw == CACHED {
+            Slot::Cached
         } else {
             Slot::Interior((raw & !INTERIOR) as usize)
         }
@@ -126,6 +134,26 @@ impl RegionState {
         region.slots[bit].store(1, Ordering::Release);
     }
 
+    /// Moves up to `want` free pages, lowest first, into `magazine`: used
+    /// in the bitmap, cached in their slots. Returns how many it moved.
+    pub(crate) fn claim_for_cache(&mut self, region: &Region, want: usize, magazine: &mut Magazine) -> usize {
+        let mut moved = 0;
+        while moved < want && self.free_pages > 0 {
+            let Some((first_bit, mut taken)) = self.map.take_lowest(want - moved) else {
+                break;
+            };
+            moved += taken.count_ones() as usize;
+            while taken != 0 {
+                let bit = first_bit + taken.trailing_zeros() as usize;
+                taken &= taken - 1;
+                region.slots[bit].store(CACHED, Ordering::Relaxed);
+                magazine.push(region.pfn_of(bit));
+            }
+        }
+        self.free_pages -= moved as u64;
+        moved
+    }
+
     /// Returns the block of `pages` pages headed at `bit` (whose count the
     /// caller has already taken to zero) to the free pages, marked as
     /// holding the poison pattern if `poisoned`.
@@ -155,26 +183,30 @@ impl RegionState {
                         tag,
                     });
                 }
-                Slot::Interior(_) | Slot::Free { .. } => bit += 1,
+                Slot::Interior(_) | Slot::Free { .. } | Slot::Cached => bit += 1,
             }
         }
         None
     }
 
-    /// Checks this region's metadata; returns the used page count, or the
-    /// first bit that disagrees.
-    pub(crate) fn check(&self, region: &Region) -> Result<u64, usize> {
+    /// Checks this region's metadata; returns the pages used by blocks and
+    /// the pages cached, or the first bit that disagrees.
+    pub(crate) fn check(&self, region: &Region) -> Result<(u64, u64), usize> {
         if !self.map.summaries_agree() {
             return Err(0);
         }
         let (first, end) = region.usable_bits();
-        let mut used = 0;
+        let (mut used, mut cached) = (0, 0);
         let mut bit = 0;
         while bit < region.slots.len() {
             let usable = first <= bit && bit < end;
             let free = self.map.is_free(bit);
             match region.slot(bit) {
                 Slot::Free { poisoned } if free == usable && (usable || !poisoned) => bit += 1,
+                Slot::Cached if usable && !free => {
+                    cached += 1;
+                    bit += 1;
+                }
                 Slot::Head(_) if usable && !free => {
                     let pages = region.block_pages(bit);
                     let body_ok = bit + pages <= end
@@ -189,14 +221,14 @@ impl RegionState {
                 _ => return Err(bit),
             }
         }
-        let free = (end - first) as u64 - used;
+        let free = (end - first) as u64 - used - cached;
         if free != self.free_pages
             || self.map.count_free() as u64 != free
             || (self.map.largest_run() as u64) > self.run_bound
         {
             return Err(first);
         }
-        Ok(used)
+        Ok((used, cached))
     }
 }
 
@@ -392,6 +424,7 @@ mod tests {
     fn slots_encode_free_heads_and_interiors() {
         assert_eq!(Slot::decode(0), Slot::Free { poisoned: false });
         assert_eq!(Slot::decode(POISONED_FREE), Slot::Free { poisoned: true });
+        assert_eq!(Slot::decode(CACHED), Slot::Cached);
         assert_eq!(Slot::decode(1), Slot::Head(1));
         assert_eq!(Slot::decode(PAGE_REFCOUNT_MAX), Slot::Head(PAGE_REFCOUNT_MAX));
         assert_eq!(Slot::decode(Slot::interior(512)), Slot::Interior(512));

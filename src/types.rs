@@ -33,6 +33,10 @@ pub const PAGE_DEBUG_TRACK: u32 = 2;
 /// All debug flags this version knows.
 pub(crate) const PAGE_DEBUG_ALL: u32 = PAGE_DEBUG_POISON | PAGE_DEBUG_TRACK;
 
+/// CPUs with a page cache of their own when `page_config.cpu_id` is set;
+/// higher CPU numbers share (number modulo this).
+pub const KPALLOC_MAX_CPUS: usize = 16;
+
 /// The largest reference count a block can have; `page_get` beyond it
 /// returns `PAGE_EOVERFLOW`.
 pub const PAGE_REFCOUNT_MAX: u32 = 0x7FFF_FFFF;

@@ -3,7 +3,9 @@
 //! with pthread_sigmask; its handler allocates, shares and frees pages while
 //! the interrupted thread loops allocating and freeing. Nothing may
 //! deadlock, every count must balance, and every irq_save must be undone by
-//! exactly one irq_restore with its own value, in LIFO order.
+//! exactly one irq_restore with its own value, in LIFO order. A `cpu_id`
+//! hook turns the per-CPU page cache on, so the handler also lands in the
+//! middle of cache operations.
 //!
 //! One test in this file: the global can be set up only once per process.
 
@@ -126,6 +128,11 @@ extern "C" fn on_signal(_signal: libc::c_int) {
     HANDLER_FREES.fetch_add(1, Ordering::SeqCst);
 }
 
+/// The only CPU: the interrupted thread and its handler share one cache.
+unsafe extern "C" fn cpu_zero() -> u32 {
+    0
+}
+
 struct SendPtr(libc::pthread_t);
 // SAFETY: a pthread_t is an identifier, usable from any thread.
 unsafe impl Send for SendPtr {}
@@ -143,6 +150,8 @@ fn interrupts_that_allocate_never_deadlock_and_hooks_stay_balanced() {
         panic: None,
         on_misuse: Some(on_misuse),
         debug: 0,
+        // One CPU: the handler often interrupts an operation on its cache.
+        cpu_id: Some(cpu_zero),
     };
     // SAFETY: a valid config with hooks that live for the program.
     assert_eq!(unsafe { page_init(&config) }, PageStatus::OK);

@@ -267,9 +267,10 @@ fn ffi_init() {
     INIT.get_or_init(|| {
         let config = PageConfig {
             phys_offset: arena().phys_offset(),
+            cpu_id: Some(current_cpu),
             ..PageConfig::default()
         };
-        // SAFETY: a valid config without hooks.
+        // SAFETY: a valid config whose one hook lives for the program.
         assert_eq!(unsafe { kpalloc::ffi::page_init(&config) }, PageStatus::OK);
     });
 }
@@ -751,7 +752,20 @@ pub fn threaded_pairs<S: Subject>(s: &S, threads: usize, pairs: u64) -> f64 {
     (threads as u64 * pairs) as f64 / took
 }
 
+thread_local! {
+    /// The CPU this thread is pinned to (0 until pinned), as a kernel's
+    /// per-CPU variable would say.
+    static CPU: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// kpalloc's `cpu_id` hook: a thread-local read, like a kernel's per-CPU
+/// variable.
+unsafe extern "C" fn current_cpu() -> u32 {
+    CPU.with(std::cell::Cell::get)
+}
+
 pub fn pin_to_cpu(cpu: usize) {
+    CPU.with(|current| current.set(cpu as u32));
     // SAFETY: a zeroed cpu_set_t is valid; the calls only read it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
