@@ -109,7 +109,9 @@
  * The numbers are part of the C ABI and never change. Every status other
  * than `PAGE_OK` means that the allocator's state is exactly as it was
  * before the call (only the `failed_allocs` and `misuse_reports` counters
- * move).
+ * move; and with per-CPU caches, a refused allocation may first have
+ * emptied them into the bitmaps, which changes `cached_pages` and
+ * `largest_free_run` but no page's state).
  *
  */
 enum page_status

@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Mutex;
 use x86_64::PhysAddr;
 
-use crate::cache::{AllHeld, CacheGuard, CpuCaches, Magazine, BATCH_PAGES, MAGAZINE_PAGES};
+use crate::cache::{AllHeld, CacheGuard, CachedPage, CpuCaches, BATCH_PAGES, MAGAZINE_PAGES};
 use crate::message::{Message, TextWriter};
 use crate::refcount::{self, Put};
 use crate::region::{Region, RegionLayout, RegionTable, Slot, CACHED, MAX_BLOCK_PAGES};
@@ -524,19 +524,17 @@ impl<H: Hooks> Allocator<H> {
         if cache.len() == 0 {
             self.refill(&mut cache, pool);
         }
-        let pa = PhysAddr::new(cache.pop()?.pa());
-        // Cached pages are usable pages of a region: this always succeeds.
-        let (region, bit) = self.locate(pa).ok()?;
+        let page = cache.pop()?;
         // Published with Release: a lock-free get that sees the head sees
         // the block.
-        region.slots[bit].store(1, Ordering::Release);
-        Some(pa)
+        page.region.slots[page.bit].store(1, Ordering::Release);
+        Some(PhysAddr::new(page.pfn().pa()))
     }
 
     /// Under the lock: moves up to half a magazine of free pages of `pool`,
     /// lowest first, into `cache`.
     #[cold]
-    fn refill(&self, cache: &mut Magazine, pool: Pool) {
+    fn refill(&self, cache: &mut CacheGuard, pool: Pool) {
         self.locked(|inner| {
             for region in self.regions().iter().filter(|r| r.pool == pool) {
                 let want = BATCH_PAGES.saturating_sub(cache.len());
@@ -546,22 +544,23 @@ impl<H: Hooks> Allocator<H> {
                 inner.used_pages += region.state.get(inner).claim_for_cache(region, want, cache) as u64;
             }
             inner.high_water_pages = inner.high_water_pages.max(inner.used_pages);
+            cache.publish();
         })
     }
 
     /// Under the lock: gives the `count` oldest pages of `cache` back to
     /// the bitmaps.
     #[cold]
-    fn flush(&self, cache: &mut Magazine, count: usize) {
+    fn flush(&self, cache: &mut CacheGuard, count: usize) {
+        let count = count.min(cache.len());
         self.locked(|inner| {
-            for &pfn in &cache.pages()[..count] {
-                if let Ok((region, bit)) = self.locate(PhysAddr::new(pfn.pa())) {
-                    region.state.get(inner).release(region, bit, 1, false);
-                    inner.used_pages -= 1;
-                }
+            for CachedPage { region, bit } in cache.pages().take(count) {
+                region.state.get(inner).release(region, bit, 1, false);
             }
+            inner.used_pages -= count as u64;
+            cache.forget_oldest(count);
+            cache.publish();
         });
-        cache.forget_oldest(count);
     }
 
     /// Gives the pages of every cache no one holds back to the bitmaps;
@@ -792,7 +791,7 @@ impl<H: Hooks> Allocator<H> {
         if cache.len() == MAGAZINE_PAGES {
             self.flush(&mut cache, BATCH_PAGES);
         }
-        cache.push(region.pfn_of(bit));
+        cache.push(CachedPage { region, bit });
         Some(Ok(true))
     }
 
@@ -998,11 +997,11 @@ impl<H: Hooks> Allocator<H> {
             // Each cached page is in a cache, and each page in a cache is
             // cached (so no page is in two).
             let mut in_caches = 0;
-            for pfn in caches.iter().flat_map(|held| held.pages()) {
-                match self.locate(PhysAddr::new(pfn.pa())) {
-                    Ok((region, bit)) if region.slot(bit) == Slot::Cached => in_caches += 1,
-                    _ => return Err(pfn),
+            for page in caches.iter().flat_map(|held| held.pages()) {
+                if page.region.slot(page.bit) != Slot::Cached {
+                    return Err(page.pfn());
                 }
+                in_caches += 1;
             }
             let sorted = regions.windows(2).all(|pair| pair[0].end <= pair[1].start);
             let totals = (total, meta, used + cached);

@@ -17,6 +17,7 @@
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use crate::region::Region;
 use crate::sync::{TryLock, TryLockGuard};
 use crate::types::{Pfn, Pool, KPALLOC_MAX_CPUS};
 
@@ -27,17 +28,31 @@ pub(crate) const MAGAZINE_PAGES: usize = 32;
 /// refill and flush in turn.
 pub(crate) const BATCH_PAGES: usize = MAGAZINE_PAGES / 2;
 
-/// A stack of free pages of one pool, for one CPU.
-pub(crate) struct Magazine {
-    len: usize,
-    pages: [Pfn; MAGAZINE_PAGES],
+/// A cached page: its region and bit, so that neither an allocation nor a
+/// flush has to look the region up.
+#[derive(Clone, Copy)]
+pub(crate) struct CachedPage {
+    pub(crate) region: &'static Region,
+    pub(crate) bit: usize,
 }
 
-impl Magazine {
+impl CachedPage {
+    pub(crate) fn pfn(&self) -> Pfn {
+        self.region.pfn_of(self.bit)
+    }
+}
+
+/// A stack of free pages (`T`: [`CachedPage`]) of one pool, for one CPU.
+pub(crate) struct Magazine<T = CachedPage> {
+    len: usize,
+    pages: [Option<T>; MAGAZINE_PAGES],
+}
+
+impl<T: Copy> Magazine<T> {
     const fn new() -> Self {
         Magazine {
             len: 0,
-            pages: [Pfn(0); MAGAZINE_PAGES],
+            pages: [None; MAGAZINE_PAGES],
         }
     }
 
@@ -48,25 +63,25 @@ impl Magazine {
     /// The most recently cached page (the likeliest to be in the CPU's
     /// data cache).
     #[inline]
-    pub(crate) fn pop(&mut self) -> Option<Pfn> {
+    pub(crate) fn pop(&mut self) -> Option<T> {
         self.len = self.len.checked_sub(1)?;
-        Some(self.pages[self.len])
+        self.pages[self.len]
     }
 
     /// Caches `page`; `false` if the magazine is full.
     #[inline]
-    pub(crate) fn push(&mut self, page: Pfn) -> bool {
+    pub(crate) fn push(&mut self, page: T) -> bool {
         let Some(slot) = self.pages.get_mut(self.len) else {
             return false;
         };
-        *slot = page;
+        *slot = Some(page);
         self.len += 1;
         true
     }
 
     /// The cached pages, oldest first.
-    pub(crate) fn pages(&self) -> &[Pfn] {
-        &self.pages[..self.len]
+    pub(crate) fn pages(&self) -> impl Iterator<Item = T> + '_ {
+        self.pages[..self.len].iter().flatten().copied()
     }
 
     /// Drops the `count` oldest pages (the caller has given them back).
@@ -189,12 +204,12 @@ pub(crate) struct AllHeld<'c> {
 
 impl AllHeld<'_> {
     /// Every cached page.
-    pub(crate) fn pages(&self) -> impl Iterator<Item = Pfn> + '_ {
+    pub(crate) fn pages(&self) -> impl Iterator<Item = CachedPage> + '_ {
         CpuCaches::all().take(self.count).flat_map(|(cpu, pool)| {
             // SAFETY: this holds the first `count` magazines (taken with
             // try_hold), and the borrow ends before `self` is dropped.
             let magazine = unsafe { self.caches.cache(cpu, pool).magazine.held() };
-            magazine.pages().iter().copied()
+            magazine.pages()
         })
     }
 }
@@ -228,30 +243,38 @@ impl DerefMut for CacheGuard<'_> {
     }
 }
 
+impl CacheGuard<'_> {
+    /// Publishes the magazine's length for `page_stats`. Refills and
+    /// flushes call it under the allocator's lock, where the used-page
+    /// count it is subtracted from changes.
+    #[inline]
+    pub(crate) fn publish(&self) {
+        self.pages.store(self.magazine.len as u32, Ordering::Relaxed);
+    }
+}
+
 impl Drop for CacheGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.pages.store(self.magazine.len as u32, Ordering::Relaxed);
+        self.publish();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    extern crate std;
-    use std::vec::Vec;
 
     #[test]
     fn a_magazine_is_a_bounded_stack_that_forgets_its_oldest() {
-        let mut magazine = Magazine::new();
+        let mut magazine = Magazine::<usize>::new();
         assert_eq!(magazine.pop(), None);
-        for page in 0..MAGAZINE_PAGES as u64 {
-            assert!(magazine.push(Pfn(page)));
+        for page in 0..MAGAZINE_PAGES {
+            assert!(magazine.push(page));
         }
-        assert!(!magazine.push(Pfn(99)), "full");
+        assert!(!magazine.push(99), "full");
         magazine.forget_oldest(BATCH_PAGES);
-        assert_eq!(magazine.pages()[0], Pfn(BATCH_PAGES as u64));
-        assert_eq!(magazine.pop(), Some(Pfn(MAGAZINE_PAGES as u64 - 1)));
+        assert_eq!(magazine.pages().next(), Some(BATCH_PAGES));
+        assert_eq!(magazine.pop(), Some(MAGAZINE_PAGES - 1));
         assert_eq!(magazine.len(), MAGAZINE_PAGES - BATCH_PAGES - 1);
     }
 
@@ -265,13 +288,14 @@ mod tests {
             "numbers wrap"
         );
         assert!(caches.try_lock(1, Pool::Kernel).is_some());
-        held.push(Pfn(7));
+        held.len = 1;
         assert_eq!(caches.cached_pages(Pool::User), 0, "published on release");
         drop(held);
         assert_eq!(caches.cached_pages(Pool::User), 1);
+        caches.try_lock(1, Pool::User).unwrap().len = 0;
         assert_eq!(caches.try_lock_each().count(), 2 * KPALLOC_MAX_CPUS);
         let all = caches.hold_all().unwrap();
-        assert_eq!(all.pages().collect::<Vec<_>>(), [Pfn(7)]);
+        assert_eq!(all.pages().count(), 0);
         assert!(caches.try_lock(3, Pool::Kernel).is_none(), "all held");
         drop(all);
         let guard = caches.try_lock(3, Pool::Kernel).unwrap();

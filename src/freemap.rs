@@ -195,6 +195,13 @@ impl<'m> FreeMap<'m> {
     #[inline(never)]
     fn set_run(&mut self, start: usize, count: usize, free: bool) {
         let end = start + count;
+        if count > 0 && start / BITS == (end - 1) / BITS {
+            // Within one word (most runs): one mask, one store.
+            let word = start / BITS;
+            let mask = (u64::MAX >> (BITS - count)) << (start % BITS);
+            let old = self.words[word];
+            return self.store(word, if free { old | mask } else { old & !mask });
+        }
         let mut bit = start;
         while bit < end {
             let word = bit / BITS;
@@ -297,6 +304,9 @@ impl<'m> FreeMap<'m> {
         }
     }
 
+    // Not inlined: inlined, its level loop is unrolled and every level's
+    // masks computed up front, though most flips stop at the first level.
+    #[inline(never)]
     fn flip_summary(&mut self, order: usize, word: usize, set: bool) {
         let mut index = word;
         for level in 0..self.layout.levels {

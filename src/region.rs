@@ -7,7 +7,7 @@
 use core::mem::{align_of, size_of};
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::cache::Magazine;
+use crate::cache::{CachedPage, Magazine};
 use crate::freemap::{FreeMap, Request, SummaryLayout};
 use crate::status::PageStatus;
 use crate::sync::LockedBy;
@@ -136,7 +136,7 @@ impl RegionState {
 
     /// Moves up to `want` free pages, lowest first, into `magazine`: used
     /// in the bitmap, cached in their slots. Returns how many it moved.
-    pub(crate) fn claim_for_cache(&mut self, region: &Region, want: usize, magazine: &mut Magazine) -> usize {
+    pub(crate) fn claim_for_cache(&mut self, region: &'static Region, want: usize, magazine: &mut Magazine) -> usize {
         let mut moved = 0;
         while moved < want && self.free_pages > 0 {
             let Some((first_bit, mut taken)) = self.map.take_lowest(want - moved) else {
@@ -147,7 +147,7 @@ impl RegionState {
                 let bit = first_bit + taken.trailing_zeros() as usize;
                 taken &= taken - 1;
                 region.slots[bit].store(CACHED, Ordering::Relaxed);
-                magazine.push(region.pfn_of(bit));
+                magazine.push(CachedPage { region, bit });
             }
         }
         self.free_pages -= moved as u64;
