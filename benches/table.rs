@@ -196,10 +196,29 @@ fn verdict(value: Option<f64>, target: Option<(f64, Better)>) -> String {
     }
 }
 
+/// The issue's KeOS-style S1 figure (ns per pair) on the machine its targets
+/// were set on.
+const REFERENCE_KEOS_S1: f64 = 5.6;
+
+/// How much slower this run's machine is than the one the targets were set
+/// on: this run's KeOS-style S1 over the issue's.
+fn machine_factor(rows: &[Row]) -> Option<f64> {
+    Some(rows.first()?.cells[2]? / REFERENCE_KEOS_S1)
+}
+
+/// The target scaled by the machine factor (times only, not ratios).
+fn scaled(row: &Row, factor: Option<f64>) -> Option<(f64, Better)> {
+    match (row.target, factor) {
+        (Some((t, Better::Lower)), Some(f)) if row.unit.starts_with("ns") => Some((t * f, Better::Lower)),
+        (target, _) => target,
+    }
+}
+
 fn markdown(rows: &[Row]) -> String {
+    let factor = machine_factor(rows);
     let mut out = String::new();
-    out.push_str("| scenario | unit | target | kpalloc C ABI | kpalloc Rust | KeOS-style | buddy_system_allocator | bitmap-allocator | C/KeOS | C/buddy | C/bitmap | kpalloc (C ABI) vs target |\n");
-    out.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
+    out.push_str("| scenario | unit | target | kpalloc C ABI | kpalloc Rust | KeOS-style | buddy_system_allocator | bitmap-allocator | C/KeOS | C/buddy | C/bitmap | kpalloc (C ABI) vs target | vs target × machine factor |\n");
+    out.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|\n");
     for row in rows {
         let target = match row.target {
             Some((t, Better::Lower)) => format!("≤{t}"),
@@ -213,7 +232,7 @@ fn markdown(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             row.label,
             row.unit,
             target,
@@ -226,6 +245,16 @@ fn markdown(rows: &[Row]) -> String {
             ratio(c[3]),
             ratio(c[4]),
             verdict(c[0], row.target),
+            verdict(c[0], scaled(row, factor)),
+        );
+    }
+    if let Some(f) = factor {
+        let _ = write!(
+            out,
+            "\nMachine factor {f:.2}: this run's KeOS-style S1 ({:.1} ns) over the issue's reference figure \
+             for it ({REFERENCE_KEOS_S1} ns, on the machine the targets were set on). The last column compares \
+             kpalloc with each time target multiplied by it; the column before, with the targets as written.\n",
+            f * REFERENCE_KEOS_S1
         );
     }
     out
@@ -477,9 +506,11 @@ fn main() {
          and the instruction counts below rather than absolute ns with other runs.\n\n\
          What is measured:\n\n\
          - kpalloc C ABI: the `extern \"C\"` functions (`page_alloc_aligned`, `page_free`, ...) called from Rust, \
-           over the process's one global; each scenario adds its own region below all earlier ones, and a finished \
-           scenario's region is filled so that only the current one has free pages.\n\
-         - kpalloc Rust: an `Allocator` instance, `alloc(count, align, flags)` / `free(pa)`.\n\
+           over the process's one global, with a `cpu_id` hook (a thread-local read, as a kernel's per-CPU variable): \
+           single pages go through the per-CPU caches. Each scenario adds its own region below all earlier ones, \
+           and a finished scenario's region is filled so that only the current one has free pages.\n\
+         - kpalloc Rust: an `Allocator` instance without per-CPU caches (every call takes the lock), \
+           `alloc(count, align, flags)` / `free(pa)`.\n\
          - KeOS-style: a model written for this bench (benches/scenarios/mod.rs): spin-locked bitmap (1 = free), \
            `AtomicU64` refcount per page, first-fit scan from bit 0 on every call skipping all-zero words, no summary, \
            no zero-fill, and none of the reference's bugs.\n\
