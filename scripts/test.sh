@@ -42,7 +42,7 @@ layer "cargo test" cargo test --quiet
 layer "loom" env RUSTFLAGS="--cfg loom" cargo test --quiet --release --lib --target-dir target/loom refcount
 # Under Miri: the unit tests and the tests that drive the allocator and the
 # C ABI (the model walk, stress and signal tests are for native runs).
-layer "miri" ./scripts/miri.sh --lib --test allocator --test c_abi --test rust_api --test miri_soundness
+layer "miri" ./scripts/miri.sh --lib --test allocator --test c_abi --test rust_api --test miri_soundness --test cpu_cache
 layer "ctest" ctest_all
 layer "fuzz" ./scripts/fuzz.sh 60
 
