@@ -175,9 +175,9 @@ impl CpuCaches {
         let mut held = AllHeld { caches: self, count: 0 };
         for (cpu, pool) in Self::all() {
             let magazine = &self.cache(cpu, pool).magazine;
-            // A cache operation holds its magazine for a few hundred
-            // instructions (a refill or flush under the lock included).
-            (0..1 << 16).find(|_| {
+            // A cache operation holds its magazine for at most a refill or a
+            // flush (a few microseconds); 4096 pauses wait longer than that.
+            (0..1 << 12).find(|_| {
                 core::hint::spin_loop();
                 magazine.try_hold()
             })?;
