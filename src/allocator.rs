@@ -479,6 +479,10 @@ impl<H: Hooks> Allocator<H> {
                 if inner.faults.fail_now() {
                     return Search::Injected;
                 }
+                if count > MAX_BLOCK_PAGES {
+                    // Its length would not fit in a slot.
+                    return Search::NotFound;
+                }
                 let regions = self.regions();
                 let found = regions.iter().filter(|r| r.pool == pool).find_map(|region| {
                     let bit = region.state.get(inner).find_run(region, count, align, limit)?;
@@ -493,7 +497,7 @@ impl<H: Hooks> Allocator<H> {
         let outcome = match search() {
             // Free pages may sit in the CPUs' caches: take them back, then
             // search once more.
-            Search::NotFound if self.drain_caches() > 0 => search(),
+            Search::NotFound if count <= MAX_BLOCK_PAGES && self.drain_caches() > 0 => search(),
             outcome => outcome,
         };
         match outcome {
