@@ -804,6 +804,32 @@ static void two_threads_on_one_cpu_number_never_share_pages(void **state) {
   run_workers(cpus, 2);
 }
 
+/* ---- page_drain_caches ----------------------------------------------------- */
+
+static void page_drain_caches_gives_back_every_cached_page(void **state) {
+  (void)state;
+  page_stats fresh = stats_now();
+  for (uint32_t cpu = 0; cpu < 3; cpu++) {
+    on_cpu(cpu);
+    void *p = alloc_one();
+    assert_status(page_free(p), PAGE_OK);
+  }
+  on_cpu(0);
+  page_stats parked = stats_now();
+  assert_true(parked.cached_pages >= 3);
+  assert_true(parked.largest_free_run < fresh.largest_free_run);
+  assert_int_equal(page_drain_caches(), parked.cached_pages);
+  page_stats drained = stats_now();
+  assert_int_equal(drained.cached_pages, 0);
+  assert_int_equal(drained.free_pages, fresh.free_pages);
+  assert_int_equal(drained.used_pages, 0);
+  assert_int_equal(drained.largest_free_run, fresh.largest_free_run);
+  assert_int_equal(drained.failed_allocs, fresh.failed_allocs);
+  assert_int_equal(drained.misuse_reports, fresh.misuse_reports);
+  assert_int_equal(page_drain_caches(), 0);
+  assert_healthy();
+}
+
 int main(void) {
   alarm(40);
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -825,6 +851,7 @@ int main(void) {
       T(alloc_at_of_a_cached_page_takes_it_out_of_the_cache),
       T(alloc_at_of_a_range_through_cached_pages_succeeds),
       T(cpu_numbers_from_max_cpus_up_share_caches),
+      T(page_drain_caches_gives_back_every_cached_page),
       T(threads_on_their_own_cpus_never_share_pages),
       T(threads_sharing_a_cpu_number_never_share_pages),
       T(two_threads_on_one_cpu_number_never_share_pages),

@@ -43,6 +43,7 @@ static void queries_before_init_return_zero_or_null(void **state) {
   assert_int_equal(page_to_pa(page), 0);
   assert_null(page_from_pa(MIB(2)));
   assert_null(page_from_pa(0));
+  assert_int_equal(page_drain_caches(), 0);
   assert_string_equal(page_status_str(PAGE_EUNINIT), "PAGE_EUNINIT");
 }
 

@@ -257,7 +257,8 @@ typedef struct page_stats {
    */
   uint64_t regions;
   /**
-   * Longest run of free pages in one region.
+   * Longest run of free pages in one region (pages in per-CPU caches
+   * are not part of any run until drained).
    */
   uint64_t largest_free_run;
   /**
@@ -563,6 +564,17 @@ page_status page_for_each_live(void (*visit)(void*, const struct page_live_block
  * `buf` is valid for writing `len` bytes (or `len` is 0).
  */
 size_t page_dump(char *buf, size_t len);
+
+/**
+ * Gives the pages of every per-CPU cache back to the bitmaps, except
+ * caches in use at that moment (by another CPU, or by a call this one
+ * interrupted); returns how many pages. For exact free-space figures
+ * (`largest_free_run`, `page_dump`) or before taking a CPU offline; an
+ * allocation that finds no room does it by itself before failing. 0
+ * without caches and before `page_init`. Interrupt-safe given the irq
+ * hooks.
+ */
+size_t page_drain_caches(void);
 
 /**
  * Verifies all of kpalloc's metadata: bitmaps, summaries, reference

@@ -69,7 +69,8 @@ pub struct PageStats {
     pub metadata_pages: u64,
     /// Regions added.
     pub regions: u64,
-    /// Longest run of free pages in one region.
+    /// Longest run of free pages in one region (pages in per-CPU caches
+    /// are not part of any run until drained).
     pub largest_free_run: u64,
     /// The most pages ever in use at once (counting the pages held in
     /// per-CPU caches as in use).
@@ -567,10 +568,13 @@ impl<H: Hooks> Allocator<H> {
         });
     }
 
-    /// Gives the pages of every cache no one holds back to the bitmaps;
-    /// returns how many.
+    /// Gives the pages of every per-CPU cache back to the bitmaps (except
+    /// caches in use at that moment: by another CPU, or by a call this one
+    /// interrupted); returns how many. For exact free-space figures
+    /// (`largest_free_run`, [`Allocator::dump`]) or before suspending a
+    /// CPU. Allocations do it themselves before they fail.
     #[cold]
-    fn drain_caches(&self) -> usize {
+    pub fn drain_caches(&self) -> usize {
         let Some(caches) = self.caches else {
             return 0;
         };

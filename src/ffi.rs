@@ -514,6 +514,18 @@ pub unsafe extern "C" fn page_dump(buf: *mut c_char, len: usize) -> usize {
     allocator.dump(buffer)
 }
 
+/// Gives the pages of every per-CPU cache back to the bitmaps, except
+/// caches in use at that moment (by another CPU, or by a call this one
+/// interrupted); returns how many pages. For exact free-space figures
+/// (`largest_free_run`, `page_dump`) or before taking a CPU offline; an
+/// allocation that finds no room does it by itself before failing. 0
+/// without caches and before `page_init`. Interrupt-safe given the irq
+/// hooks.
+#[unsafe(no_mangle)]
+pub extern "C" fn page_drain_caches() -> usize {
+    global().map_or(0, |allocator| allocator.drain_caches())
+}
+
 /// Verifies all of kpalloc's metadata: bitmaps, summaries, reference
 /// counts, block boundaries and counters.
 ///

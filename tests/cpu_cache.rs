@@ -1095,3 +1095,62 @@ fn stats_stay_consistent_while_other_cpus_refill_and_flush() {
     assert_eq!((stats.free_pages, stats.used_pages), (fresh.free_pages, 0));
     assert_eq!(allocator.check(), Ok(()));
 }
+
+#[test]
+fn drain_caches_gives_every_cached_page_back_except_a_busy_cache() {
+    let (_memory, allocator) = one_region(128);
+    let fresh = allocator.stats();
+    // Pages parked on three CPUs.
+    for cpu in 0..3 {
+        on_cpu(cpu);
+        let pa = allocator.alloc(1, 1, NONE).unwrap();
+        allocator.free(pa).unwrap();
+    }
+    on_cpu(0);
+    let parked = allocator.stats();
+    assert_eq!(parked.cached_pages, 3 * BATCH_PAGES, "{parked:?}");
+    assert!(parked.largest_free_run < fresh.largest_free_run);
+    assert_eq!(allocator.drain_caches() as u64, parked.cached_pages);
+    let drained = allocator.stats();
+    assert_eq!(
+        drained,
+        PageStats {
+            high_water_pages: drained.high_water_pages,
+            ..fresh
+        },
+        "no page cached, and the free space has its old shape"
+    );
+    assert_eq!(allocator.drain_caches(), 0, "nothing left");
+    allocator.check().unwrap();
+
+    // CPU 1 parks a refill; CPU 2 fills its magazine, and its next free
+    // flushes half of it under the lock, holding the magazine: a drain from
+    // an interrupt there takes CPU 1's pages and leaves CPU 2's.
+    on_cpu(1);
+    let pa = allocator.alloc(1, 1, NONE).unwrap();
+    allocator.free(pa).unwrap();
+    on_cpu(2);
+    // 33 pages: three refills of 16, so 15 stay cached; 17 frees fill the
+    // magazine.
+    let held: Vec<_> = (0..MAGAZINE_PAGES + 1)
+        .map(|_| allocator.alloc(1, 1, NONE).unwrap())
+        .collect();
+    let (filling, rest) = held.split_at(17);
+    for &pa in filling {
+        allocator.free(pa).unwrap();
+    }
+    assert_eq!(allocator.stats().cached_pages, BATCH_PAGES + MAGAZINE_PAGES);
+    let drained_in_interrupt = Rc::new(Cell::new(usize::MAX));
+    let seen = drained_in_interrupt.clone();
+    interrupt_next_lock(move || seen.set(allocator.drain_caches()));
+    allocator.free(rest[0]).unwrap();
+    assert_eq!(drained_in_interrupt.get() as u64, BATCH_PAGES, "CPU 1's pages only");
+    assert_eq!(allocator.stats().cached_pages, MAGAZINE_PAGES - BATCH_PAGES + 1);
+    for &pa in &rest[1..] {
+        allocator.free(pa).unwrap();
+    }
+    allocator.drain_caches();
+    assert_eq!(allocator.stats().cached_pages, 0);
+    assert_eq!(allocator.stats().largest_free_run, fresh.largest_free_run);
+    allocator.check().unwrap();
+}

@@ -245,25 +245,18 @@ static int same_counts(struct page_stats a, struct page_stats b)
 	       a.regions == b.regions && a.user_free_pages == b.user_free_pages;
 }
 
-/* The stats with every per-CPU cache given back to the bitmaps, so that
- * largest_free_run (which cached pages interrupt) shows the free space as it
- * is. There is no call for that; an allocation bigger than all free memory
- * does it, since kpalloc says ENOMEM only after emptying the caches into the
- * bitmaps (see page_status). Counted in failed_allocs, and here. Not from an
- * interrupt handler: a cache that the handler interrupted stays full. */
-static unsigned long drain_allocs;
-
+/* The stats with every per-CPU cache given back to the bitmaps
+ * (page_drain_caches), so that largest_free_run (which cached pages
+ * interrupt) shows the free space as it is. Not from an interrupt handler: a
+ * cache that the handler interrupted stays full. */
 static struct page_stats drained_stats(void)
 {
+	uint64_t cached = stats().cached_pages;
+	if (page_drain_caches() != cached)
+		kpanic("page_drain_caches gave back another number of pages than were cached");
 	struct page_stats s = stats();
-	if (s.cached_pages == 0)
-		return s;
-	if (page_alloc(s.free_pages + 1, 0))
-		kpanic("an allocation got more pages than were free");
-	drain_allocs++;
-	s = stats();
 	if (s.cached_pages != 0)
-		kpanic("a failed allocation left pages in the caches");
+		kpanic("page_drain_caches left pages in the caches");
 	return s;
 }
 
@@ -1267,8 +1260,6 @@ static void test_kept(void)
 	CHECK(s.used_pages == reserved_pages, "used %lu, reserved %lu", s.used_pages, reserved_pages);
 	CHECK(s.high_water_pages >= s.total_pages - s.metadata_pages, "high water %lu", s.high_water_pages);
 	print_stats("at the end");
-	kprintf("  (%lu of the failed allocations were asked to fail, to drain the caches before comparing)\n",
-		drain_allocs);
 	end("reserved boot data intact");
 }
 
