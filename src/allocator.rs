@@ -305,7 +305,7 @@ impl<H: Hooks> Allocator<H> {
     }
 
     /// Runs `f` under the lock, with interrupts masked by the hooks.
-    #[inline]
+    #[inline(always)]
     fn locked<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         let saved = self.hooks.irq_save();
         let result = f(&mut self.inner.lock());
@@ -781,7 +781,7 @@ impl<H: Hooks> Allocator<H> {
     /// locked path must decide (caches off or busy, a longer block).
     #[inline]
     fn release_to_cache(&self, region: &'static Region, bit: usize) -> Option<Result<bool, PageStatus>> {
-        if region.block_pages(bit) != 1 {
+        if self.caches.is_none() || region.block_pages(bit) != 1 {
             return None;
         }
         let mut cache = self.cache(region.pool)?;
