@@ -8,14 +8,17 @@
 //! "interrupt" is a closure that the `irq_save` or `irq_restore` hook runs
 //! once, in the middle of an allocator call on the same thread.
 
+#[path = "common/churn.rs"]
+mod churn;
 mod common;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use churn::{Churn, Request};
 use common::{TestMemory, PAGE};
 use kpalloc::types::{KPALLOC_MAX_CPUS, PAGE_DEBUG_POISON, PAGE_DEBUG_TRACK};
 use kpalloc::{AllocFlags, Allocator, Config, CpuCaches, Hooks, PageStats, PageStatus, Pool};
@@ -780,156 +783,25 @@ const THREAD_CPUS: [[usize; 4]; 2] = [
     // Two threads on CPU 0, and CPU 1 twice (numbers wrap).
     [0, 0, 1, 1 + KPALLOC_MAX_CPUS],
 ];
-const OPS_PER_THREAD: u64 = if cfg!(miri) { 60 } else { 10_000 };
-const BOARD: usize = 8;
-
-/// A reference this thread holds.
-#[derive(Clone)]
-struct Held {
-    pa: u64,
-    pages: u64,
-    /// Written by the block's allocator into each page's first and last word.
-    tag: u64,
-    /// Allocated here and not shared: it may be freed, not only put.
-    exclusive: bool,
-}
-
-fn word(allocator: &CachedAllocator, pa: u64, offset: u64) -> *mut u64 {
-    std::ptr::with_exposed_provenance_mut(allocator.kva(PhysAddr::new(pa + offset)))
-}
-
-fn stamp(allocator: &CachedAllocator, held: &Held) {
-    for i in 0..held.pages {
-        let pa = held.pa + i * PAGE;
-        // SAFETY: the block was just allocated to this thread alone.
-        unsafe {
-            word(allocator, pa, 0).write(held.tag);
-            word(allocator, pa, PAGE - 8).write(!held.tag ^ i);
-        }
-    }
-}
-
-fn verify(allocator: &CachedAllocator, held: &Held) {
-    for i in 0..held.pages {
-        let pa = held.pa + i * PAGE;
-        // SAFETY: this thread holds a reference; nobody writes a shared block.
-        let (head, tail) = unsafe { (word(allocator, pa, 0).read(), word(allocator, pa, PAGE - 8).read()) };
-        assert_eq!((head, tail), (held.tag, !held.tag ^ i), "page {pa:#x}");
-    }
-}
-
-fn release(allocator: &CachedAllocator, held: Held) {
-    verify(allocator, &held);
-    let pa = PhysAddr::new(held.pa);
-    if held.exclusive {
-        assert_eq!(allocator.free_sized(pa, held.pages as usize), Ok(()));
-    } else {
-        assert_eq!(allocator.put(pa), Ok(()));
-    }
-}
-
-/// A reference taken from the board: its tag is read from the block.
-fn adopt(allocator: &CachedAllocator, pa: u64) -> Held {
-    let pages = allocator.block_pages(PhysAddr::new(pa)) as u64;
-    assert!(pages >= 1 && allocator.refcount(PhysAddr::new(pa)) >= 1);
-    // SAFETY: the reference taken from the board keeps the block allocated.
-    let tag = unsafe { word(allocator, pa, 0).read() };
-    Held {
-        pa,
-        pages,
-        tag,
-        exclusive: false,
-    }
-}
-
-fn xorshift(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
-}
-
-#[derive(Default)]
-struct Counts {
-    allocs: u64,
-    enomem: u64,
-    busy_checks: u64,
-}
-
-fn worker(allocator: &CachedAllocator, board: &[AtomicU64; BOARD], id: u64, cpu: usize) -> Counts {
-    on_cpu(cpu);
-    let mut seed = 0x9E37_79B9_7F4A_7C15 ^ (id + 1).wrapping_mul(0x2545_F491_4F6C_DD1D);
-    let mut held: Vec<Held> = Vec::new();
-    let mut counts = Counts::default();
-    for seq in 0..OPS_PER_THREAD {
-        let r = xorshift(&mut seed);
-        match r % 16 {
-            // Mostly single pages; now and then a block of 2 to 4.
-            0..=5 => {
-                let pages = if (r >> 8) % 6 == 0 { 2 + (r >> 12) % 3 } else { 1 };
-                match allocator.alloc(pages as usize, 1, NONE) {
-                    Ok(pa) => {
-                        let block = Held {
-                            pa: pa.as_u64(),
-                            pages,
-                            tag: id << 48 | seq,
-                            exclusive: true,
-                        };
-                        stamp(allocator, &block);
-                        held.push(block);
-                        counts.allocs += 1;
-                    }
-                    Err(status) => {
-                        assert_eq!(status, PageStatus::ENOMEM);
-                        counts.enomem += 1;
-                        if let Some(block) = held.pop() {
-                            release(allocator, block);
-                        }
-                    }
-                }
-            }
-            6..=10 if !held.is_empty() => {
-                let block = held.swap_remove((r >> 8) as usize % held.len());
-                release(allocator, block);
-            }
-            // A second reference of our own.
-            11 if !held.is_empty() => {
-                let i = (r >> 8) as usize % held.len();
-                assert_eq!(allocator.get(PhysAddr::new(held[i].pa)), Ok(()));
-                held[i].exclusive = false;
-                let copy = held[i].clone();
-                held.push(copy);
-            }
-            // Hand a reference to another thread (and CPU) through the
-            // board: its last put may then come from anywhere.
-            12 if !held.is_empty() => {
-                let block = held.swap_remove((r >> 8) as usize % held.len());
-                verify(allocator, &block);
-                let previous = board[(r >> 24) as usize % BOARD].swap(block.pa, Ordering::AcqRel);
-                if previous != 0 {
-                    held.push(adopt(allocator, previous));
-                }
-            }
-            13 | 14 => {
-                let previous = board[(r >> 24) as usize % BOARD].swap(0, Ordering::AcqRel);
-                if previous != 0 {
-                    held.push(adopt(allocator, previous));
-                }
-            }
-            15 if (r >> 8) % 16 == 0 => match allocator.check() {
-                Ok(()) => {}
-                // Another thread on this thread's cache number held it.
-                Err(PageStatus::EBUSY) => counts.busy_checks += 1,
-                Err(status) => panic!("check: {status:?}"),
-            },
-            _ => {}
-        }
-    }
-    while let Some(block) = held.pop() {
-        release(allocator, block);
-    }
-    counts
-}
+/// Mostly single pages, now and then a block of 2 to 4; handed over by the
+/// thread's own reference, so that its last put may come from any thread
+/// (and CPU); `check()` may find a cache held by a thread on the same CPU
+/// number.
+const THREADS_ON_CPUS: Churn = Churn {
+    threads: 4,
+    ops_per_thread: if cfg!(miri) { 60 } else { 10_000 },
+    board_slots: 8,
+    request: |r| Request {
+        pages: if r % 6 == 0 { 2 + (r >> 4) % 3 } else { 1 },
+        align: 1,
+        flags: NONE,
+    },
+    split: false,
+    handoff_keeps_a_reference: false,
+    free_sized: true,
+    check_one_in: 16,
+    check_may_be_busy: true,
+};
 
 fn threads_on_cpus(cpus: [usize; 4]) {
     let pages = if cfg!(miri) { 48 } else { 192 };
@@ -937,31 +809,11 @@ fn threads_on_cpus(cpus: [usize; 4]) {
     let allocator = allocator_with_debug(&memory, 0);
     memory.add(allocator, 0, pages / 2, Pool::Kernel).unwrap();
     memory.add(allocator, pages / 2, pages, Pool::Kernel).unwrap();
-    let fresh = allocator.stats();
-    let board: [AtomicU64; BOARD] = Default::default();
-    let all: Vec<Counts> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..4)
-            .map(|id| {
-                let board = &board;
-                scope.spawn(move || worker(allocator, board, id + 1, cpus[id as usize]))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
     on_cpu(0);
-    for slot in &board {
-        let pa = slot.swap(0, Ordering::AcqRel);
-        if pa != 0 {
-            release(allocator, adopt(allocator, pa));
-        }
-    }
-    let stats = allocator.stats();
-    assert_eq!(stats.used_pages, 0, "{stats:?}");
-    assert_eq!(stats.free_pages, fresh.free_pages, "{stats:?}");
-    assert_eq!(stats.misuse_reports, 0);
+    let outcome = THREADS_ON_CPUS.run(allocator, |thread| on_cpu(cpus[thread]));
+    let (fresh, stats, counts) = (&outcome.fresh, &outcome.stats, &outcome.counts);
     assert!(stats.cached_pages <= 4 * MAGAZINE_PAGES);
-    assert_eq!(allocator.check(), Ok(()));
-    assert!(all.iter().map(|c| c.allocs).sum::<u64>() > 0);
+    assert!(counts.allocs > 0);
     // Every free page can still be allocated, once.
     let mut every = BTreeSet::new();
     while let Ok(pa) = allocator.alloc(1, 1, NONE) {
@@ -969,10 +821,8 @@ fn threads_on_cpus(cpus: [usize; 4]) {
     }
     assert_eq!(every.len() as u64, fresh.free_pages);
     println!(
-        "cpus {cpus:?}: {} allocs, {} ENOMEM, {} busy checks",
-        all.iter().map(|c| c.allocs).sum::<u64>(),
-        all.iter().map(|c| c.enomem).sum::<u64>(),
-        all.iter().map(|c| c.busy_checks).sum::<u64>(),
+        "cpus {cpus:?}: {} ops in {:.2?}: {} allocs, {} ENOMEM, {} busy checks",
+        counts.ops, outcome.elapsed, counts.allocs, counts.enomem, counts.busy_checks,
     );
 }
 
