@@ -462,6 +462,9 @@ impl<'m> FreeMap<'m> {
         if count <= BITS {
             let starts = if count == 1 {
                 here
+            } else if count <= align {
+                // An aligned start leaves room for the run in its own word.
+                run_starts(here, count)
             } else {
                 let after = if word + 1 < self.words.len() {
                     self.read(word + 1)
@@ -569,12 +572,12 @@ fn filter_order(count: usize, align: usize) -> usize {
 
 /// Bits of `bits` that start `count` consecutive set bits.
 #[inline]
-fn run_starts(bits: u128, count: usize) -> u128 {
+fn run_starts<B: Copy + core::ops::BitAnd<Output = B> + core::ops::Shr<usize, Output = B>>(bits: B, count: usize) -> B {
     let mut starts = bits;
     let mut covered = 1;
     while covered < count {
         let step = covered.min(count - covered);
-        starts &= starts >> step;
+        starts = starts & (starts >> step);
         covered += step;
     }
     starts
