@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Mutex;
 use x86_64::PhysAddr;
 
-use crate::cache::{AllHeld, CacheGuard, CachedPage, CpuCaches, BATCH_PAGES, MAGAZINE_PAGES};
+use crate::cache::{AllHeld, CacheGuard, CachedPage, CpuCaches, BATCH_PAGES};
 use crate::message::{Message, TextWriter};
 use crate::refcount::{self, Put};
 use crate::region::{Region, RegionLayout, RegionTable, Slot, CACHED, MAX_BLOCK_PAGES};
@@ -796,7 +796,7 @@ impl<H: Hooks> Allocator<H> {
             slot.store(1, Ordering::Release);
             return None;
         }
-        if cache.len() == MAGAZINE_PAGES {
+        if cache.room() == 0 {
             self.flush(&mut cache, BATCH_PAGES);
         }
         cache.push(CachedPage { region, bit });

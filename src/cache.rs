@@ -60,6 +60,11 @@ impl<T: Copy> Magazine<T> {
         self.len
     }
 
+    /// Pages it can still take.
+    pub(crate) fn room(&self) -> usize {
+        MAGAZINE_PAGES - self.len
+    }
+
     /// The most recently cached page (the likeliest to be in the CPU's
     /// data cache).
     #[inline]

@@ -137,6 +137,8 @@ impl RegionState {
     /// Moves up to `want` free pages, lowest first, into `magazine`: used
     /// in the bitmap, cached in their slots. Returns how many it moved.
     pub(crate) fn claim_for_cache(&mut self, region: &'static Region, want: usize, magazine: &mut Magazine) -> usize {
+        // Never more than fits: a page marked cached must be in a magazine.
+        let want = want.min(magazine.room());
         let mut moved = 0;
         while moved < want && self.free_pages > 0 {
             let Some((first_bit, mut taken)) = self.map.take_lowest(want - moved) else {
