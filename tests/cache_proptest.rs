@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kpalloc::types::KPALLOC_MAX_CPUS;
 use kpalloc::{AllocFlags, Allocator, Config, CpuCaches, Hooks, PageStats, PageStatus, Pool};
-use model::{FakeMemory, DMA32_PFN, PAGE};
+use model::{block_heads, nth_free_page, FakeMemory, ModelRegion, PageState, DMA32_PFN, PAGE};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use x86_64::PhysAddr;
@@ -40,53 +40,10 @@ impl Hooks for TestHooks {
 
 // ---------------------------------------------------------------- shadow
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Page {
-    /// Free in the bitmaps or in a CPU's cache: the shadow does not know.
-    NotLive,
-    Head {
-        refs: u32,
-        len: usize,
-    },
-    Interior,
-}
-
-struct ShadowRegion {
-    /// First page (metadata), first usable page, one past the last.
-    start: u64,
-    usable: u64,
-    end: u64,
-    pool: Pool,
-    pages: Vec<Page>,
-}
-
-impl ShadowRegion {
-    fn state(&self, pfn: u64) -> Page {
-        self.pages[(pfn - self.usable) as usize]
-    }
-
-    fn set(&mut self, pfn: u64, page: Page) {
-        self.pages[(pfn - self.usable) as usize] = page;
-    }
-
-    fn not_live(&self) -> u64 {
-        self.pages.iter().filter(|p| **p == Page::NotLive).count() as u64
-    }
-
-    fn largest_run(&self) -> u64 {
-        let (mut best, mut run) = (0, 0);
-        for page in &self.pages {
-            run = if *page == Page::NotLive { run + 1 } else { 0 };
-            best = best.max(run);
-        }
-        best
-    }
-}
-
 /// The live blocks, page by page, and the counters the allocator keeps.
 #[derive(Default)]
 struct Shadow {
-    regions: Vec<ShadowRegion>,
+    regions: Vec<ModelRegion>,
     /// The tag written into the first 8 bytes of each live page (its
     /// complement into the last 8).
     tags: BTreeMap<u64, u64>,
@@ -107,26 +64,30 @@ impl Shadow {
     fn head(&self, pa: u64) -> Result<(usize, u64, u32, usize), PageStatus> {
         let (i, pfn) = self.locate(pa)?;
         match self.regions[i].state(pfn) {
-            Page::NotLive => Err(PageStatus::ENOTALLOCATED),
-            Page::Interior => Err(PageStatus::ENOTHEAD),
-            Page::Head { refs, len } => Ok((i, pfn, refs, len)),
+            PageState::Free => Err(PageStatus::ENOTALLOCATED),
+            PageState::Interior { .. } => Err(PageStatus::ENOTHEAD),
+            PageState::Head { refs, len } => Ok((i, pfn, refs, len)),
         }
     }
 
     fn live_pages(&self) -> u64 {
-        self.regions.iter().map(|r| r.pages.len() as u64 - r.not_live()).sum()
+        self.regions.iter().map(|r| r.pages.len() as u64 - r.free_pages()).sum()
     }
 
     fn user_not_live(&self) -> u64 {
         self.regions
             .iter()
             .filter(|r| r.pool == Pool::User)
-            .map(ShadowRegion::not_live)
+            .map(ModelRegion::free_pages)
             .sum()
     }
 
     fn largest_run(&self) -> u64 {
-        self.regions.iter().map(ShadowRegion::largest_run).max().unwrap_or(0)
+        self.regions
+            .iter()
+            .map(ModelRegion::largest_free_run)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Whether some run of `count` non-live pages, its first page number a
@@ -137,7 +98,7 @@ impl Shadow {
         self.regions.iter().filter(|r| r.pool == flags.pool()).any(|r| {
             let mut pfn = r.usable.next_multiple_of(align as u64);
             while pfn + count as u64 <= r.end && !(dma32 && pfn + count as u64 > DMA32_PFN) {
-                if (pfn..pfn + count as u64).all(|p| r.state(p) == Page::NotLive) {
+                if (pfn..pfn + count as u64).all(|p| r.state(p) == PageState::Free) {
                     return true;
                 }
                 pfn += align as u64;
@@ -157,7 +118,7 @@ impl Shadow {
         if r.pool != flags.pool() || (flags.contains(AllocFlags::DMA32) && end > DMA32_PFN) {
             return Err(PageStatus::EINVAL);
         }
-        if !(pfn..end).all(|p| r.state(p) == Page::NotLive) {
+        if !(pfn..end).all(|p| r.state(p) == PageState::Free) {
             return Err(PageStatus::EBUSY);
         }
         Ok((i, pfn))
@@ -165,31 +126,12 @@ impl Shadow {
 
     /// Heads of live blocks: (address, count, length).
     fn heads(&self) -> Vec<(u64, u32, usize)> {
-        let mut heads = Vec::new();
-        for r in &self.regions {
-            for (k, page) in r.pages.iter().enumerate() {
-                if let Page::Head { refs, len } = *page {
-                    heads.push(((r.usable + k as u64) * PAGE, refs, len));
-                }
-            }
-        }
-        heads
+        block_heads(&self.regions)
     }
 
     /// The `n`-th usable page that is not live (free or cached), if any.
     fn nth_not_live(&self, n: u32) -> Option<u64> {
-        let pages: Vec<u64> = self
-            .regions
-            .iter()
-            .flat_map(|r| {
-                r.pages
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| **p == Page::NotLive)
-                    .map(move |(k, _)| (r.usable + k as u64) * PAGE)
-            })
-            .collect();
-        pages.get(n as usize % pages.len().max(1)).copied()
+        nth_free_page(&self.regions, n)
     }
 }
 
@@ -355,12 +297,12 @@ impl Harness {
                 .unwrap();
             let meta = allocator.stats().metadata_pages - before.metadata_pages;
             assert!(meta >= 1 && meta < pages);
-            shadow.regions.push(ShadowRegion {
+            shadow.regions.push(ModelRegion {
                 start,
                 usable: start + meta,
                 end: start + pages,
                 pool,
-                pages: vec![Page::NotLive; (pages - meta) as usize],
+                pages: vec![PageState::Free; (pages - meta) as usize],
             });
             start += pages;
         }
@@ -411,11 +353,21 @@ impl Harness {
     fn claim(&mut self, i: usize, pfn: u64, count: usize) {
         let r = &mut self.shadow.regions[i];
         for p in pfn..pfn + count as u64 {
-            assert_eq!(r.state(p), Page::NotLive, "page {:#x} handed out while live", p * PAGE);
+            assert_eq!(
+                r.state(p),
+                PageState::Free,
+                "page {:#x} handed out while live",
+                p * PAGE
+            );
         }
-        r.set(pfn, Page::Head { refs: 1, len: count });
+        r.set(pfn, PageState::Head { refs: 1, len: count });
         for p in pfn + 1..pfn + count as u64 {
-            r.set(p, Page::Interior);
+            r.set(
+                p,
+                PageState::Interior {
+                    back: (p - pfn) as usize,
+                },
+            );
         }
         for p in pfn..pfn + count as u64 {
             self.shadow.next_tag += 1;
@@ -442,7 +394,7 @@ impl Harness {
         for p in pfn..pfn + len as u64 {
             self.verify_tag(p);
             self.shadow.tags.remove(&p);
-            self.shadow.regions[i].set(p, Page::NotLive);
+            self.shadow.regions[i].set(p, PageState::Free);
         }
     }
 
@@ -591,7 +543,7 @@ impl Harness {
                 match (predicted, head) {
                     (Ok(true), Ok((i, pfn, _, len))) => self.release(i, pfn, len),
                     (Ok(false), Ok((i, pfn, refs, len))) => {
-                        self.shadow.regions[i].set(pfn, Page::Head { refs: refs - 1, len })
+                        self.shadow.regions[i].set(pfn, PageState::Head { refs: refs - 1, len })
                     }
                     (Err(_), _) => self.refused(before, false),
                     _ => unreachable!(),
@@ -604,7 +556,7 @@ impl Harness {
                 self.note("get", real);
                 assert_eq!(real, head.map(drop), "get({pa:#x})");
                 match head {
-                    Ok((i, pfn, refs, len)) => self.shadow.regions[i].set(pfn, Page::Head { refs: refs + 1, len }),
+                    Ok((i, pfn, refs, len)) => self.shadow.regions[i].set(pfn, PageState::Head { refs: refs + 1, len }),
                     Err(_) => self.refused(before, false),
                 }
             }
@@ -618,7 +570,7 @@ impl Harness {
                 match predicted {
                     Ok((i, pfn, _, len)) => {
                         for p in pfn..pfn + len as u64 {
-                            self.shadow.regions[i].set(p, Page::Head { refs: 1, len: 1 });
+                            self.shadow.regions[i].set(p, PageState::Head { refs: 1, len: 1 });
                         }
                     }
                     Err(_) => self.refused(before, false),

@@ -131,16 +131,16 @@ pub struct ModelRegion {
 }
 
 impl ModelRegion {
-    fn state(&self, pfn: u64) -> PageState {
+    pub fn state(&self, pfn: u64) -> PageState {
         self.pages[(pfn - self.usable) as usize]
     }
-    fn set(&mut self, pfn: u64, state: PageState) {
+    pub fn set(&mut self, pfn: u64, state: PageState) {
         self.pages[(pfn - self.usable) as usize] = state;
     }
-    fn free_pages(&self) -> u64 {
+    pub fn free_pages(&self) -> u64 {
         self.pages.iter().filter(|p| **p == PageState::Free).count() as u64
     }
-    fn largest_free_run(&self) -> u64 {
+    pub fn largest_free_run(&self) -> u64 {
         let (mut best, mut run) = (0, 0);
         for page in &self.pages {
             run = if *page == PageState::Free { run + 1 } else { 0 };
@@ -148,6 +148,36 @@ impl ModelRegion {
         }
         best
     }
+}
+
+/// The heads of the blocks of `regions`, in their order: (address,
+/// reference count, length).
+pub fn block_heads(regions: &[ModelRegion]) -> Vec<(u64, u32, usize)> {
+    let mut heads = Vec::new();
+    for r in regions {
+        for (k, page) in r.pages.iter().enumerate() {
+            if let PageState::Head { refs, len } = *page {
+                heads.push(((r.usable + k as u64) * PAGE, refs, len));
+            }
+        }
+    }
+    heads
+}
+
+/// The physical address of the `n`-th free usable page of `regions`
+/// (counting modulo their number), if any.
+pub fn nth_free_page(regions: &[ModelRegion], n: u32) -> Option<u64> {
+    let free: Vec<u64> = regions
+        .iter()
+        .flat_map(|r| {
+            r.pages
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| **p == PageState::Free)
+                .map(move |(k, _)| (r.usable + k as u64) * PAGE)
+        })
+        .collect();
+    free.get(n as usize % free.len().max(1)).copied()
 }
 
 /// The reference model: regions sorted by address, one state per page.
@@ -432,15 +462,7 @@ impl Model {
 
     /// Heads of allocated blocks, in address order.
     pub fn heads(&self) -> Vec<(u64, u32, usize)> {
-        let mut heads = Vec::new();
-        for r in &self.regions {
-            for (k, page) in r.pages.iter().enumerate() {
-                if let PageState::Head { refs, len } = *page {
-                    heads.push(((r.usable + k as u64) * PAGE, refs, len));
-                }
-            }
-        }
-        heads
+        block_heads(&self.regions)
     }
 }
 
@@ -577,23 +599,7 @@ impl Differential {
                     None => mem.phys_base,
                 }
             }
-            Target::FreePage(n) => {
-                let free: Vec<u64> = self
-                    .model
-                    .regions
-                    .iter()
-                    .flat_map(|r| {
-                        r.pages
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, p)| **p == PageState::Free)
-                            .map(move |(k, _)| (r.usable + k as u64) * PAGE)
-                    })
-                    .collect();
-                free.get(n as usize % free.len().max(1))
-                    .copied()
-                    .unwrap_or(mem.phys_base)
-            }
+            Target::FreePage(n) => nth_free_page(&self.model.regions, n).unwrap_or(mem.phys_base),
             Target::AnyPage(n) => mem.phys_base + (n as u64 % mem.pages) * PAGE,
             Target::Outside(n) => {
                 if n % 2 == 0 || mem.phys_base < PAGE {
