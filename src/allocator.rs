@@ -467,14 +467,13 @@ impl<H: Hooks> Allocator<H> {
             return Err(PageStatus::EINVAL);
         }
         let pool = flags.pool();
-        let single = count == 1 && align == 1;
-        let limit = if flags.contains(AllocFlags::DMA32) {
-            DMA32_LIMIT
-        } else if let Some(pa) = single.then(|| self.take_cached(pool)).flatten() {
-            return Ok(Claimed { pa, overwritten: None });
-        } else {
-            Pfn(u64::MAX)
-        };
+        let dma32 = flags.contains(AllocFlags::DMA32);
+        if count == 1 && align == 1 && !dma32 {
+            if let Some(pa) = self.take_cached(pool) {
+                return Ok(Claimed { pa, overwritten: None });
+            }
+        }
+        let limit = if dma32 { DMA32_LIMIT } else { Pfn(u64::MAX) };
         let search = || {
             self.locked(|inner| {
                 if inner.faults.fail_now() {
