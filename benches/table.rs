@@ -88,13 +88,40 @@ fn pair_row(scenario: PairScenario) -> Cells {
     v.cells.try_into().unwrap()
 }
 
-fn s4_rows() -> (Cells, Cells) {
-    struct V {
-        fill: Vec<Option<f64>>,
-        drain: Vec<Option<f64>>,
+/// A measurement that gives each allocator two cells (two rows of the table).
+trait TwoCells {
+    fn measure<S: Subject>(&self) -> (Option<f64>, Option<f64>);
+}
+
+/// Runs `measurement` on every allocator, in the table's column order.
+fn two_rows(measurement: impl TwoCells) -> (Cells, Cells) {
+    struct V<M> {
+        measurement: M,
+        first: Vec<Option<f64>>,
+        second: Vec<Option<f64>>,
     }
-    impl Visitor for V {
+    impl<M: TwoCells> Visitor for V<M> {
         fn visit<S: Subject>(&mut self) {
+            let (first, second) = self.measurement.measure::<S>();
+            self.first.push(first);
+            self.second.push(second);
+        }
+    }
+    let mut v = V {
+        measurement,
+        first: Vec::new(),
+        second: Vec::new(),
+    };
+    each_subject(&mut v);
+    (v.first.try_into().unwrap(), v.second.try_into().unwrap())
+}
+
+/// S4: ns per allocation filling the region, ns per free draining it in
+/// random order.
+fn s4_rows() -> (Cells, Cells) {
+    struct FillDrain;
+    impl TwoCells for FillDrain {
+        fn measure<S: Subject>(&self) -> (Option<f64>, Option<f64>) {
             let setup = s4_setup();
             let pages = setup.free_pages();
             let s = S::build(&setup);
@@ -108,25 +135,17 @@ fn s4_rows() -> (Cells, Cells) {
             }
             let (f, d) = (median(fills), median(drains));
             eprintln!("  S4 {}: fill {f:.1} ns/alloc, drain {d:.1} ns/free", S::NAME);
-            self.fill.push(Some(f));
-            self.drain.push(Some(d));
+            (Some(f), Some(d))
         }
     }
-    let mut v = V {
-        fill: Vec::new(),
-        drain: Vec::new(),
-    };
-    each_subject(&mut v);
-    (v.fill.try_into().unwrap(), v.drain.try_into().unwrap())
+    two_rows(FillDrain)
 }
 
+/// ns per pair with the zero flag, and with a memset of the page instead.
 fn zero_rows() -> (Cells, Cells) {
-    struct V {
-        flag: Vec<Option<f64>>,
-        memset: Vec<Option<f64>>,
-    }
-    impl Visitor for V {
-        fn visit<S: Subject>(&mut self) {
+    struct Zero;
+    impl TwoCells for Zero {
+        fn measure<S: Subject>(&self) -> (Option<f64>, Option<f64>) {
             let s = S::build(&Setup::empty(GIB_PAGES));
             let flag = s
                 .alloc_zeroed()
@@ -134,25 +153,17 @@ fn zero_rows() -> (Cells, Cells) {
                 .map(|()| median_ns(|| zero_flag_pair(&s)));
             let memset = median_ns(|| memset_pair(&s));
             eprintln!("  zero {}: flag {flag:?} ns, memset+pair {memset:.1} ns", S::NAME);
-            self.flag.push(flag);
-            self.memset.push(Some(memset));
+            (flag, Some(memset))
         }
     }
-    let mut v = V {
-        flag: Vec::new(),
-        memset: Vec::new(),
-    };
-    each_subject(&mut v);
-    (v.flag.try_into().unwrap(), v.memset.try_into().unwrap())
+    two_rows(Zero)
 }
 
+/// S2 pairs per second (millions) on one thread and on two.
 fn thread_rows() -> (Cells, Cells) {
-    struct V {
-        one: Vec<Option<f64>>,
-        two: Vec<Option<f64>>,
-    }
-    impl Visitor for V {
-        fn visit<S: Subject>(&mut self) {
+    struct Threads;
+    impl TwoCells for Threads {
+        fn measure<S: Subject>(&self) -> (Option<f64>, Option<f64>) {
             let s = S::build(&S2.setup());
             // About 50 ms per run on one thread.
             let per_pair = median_ns(|| pair(&s, S2.count, S2.align));
@@ -165,16 +176,10 @@ fn thread_rows() -> (Cells, Cells) {
                 one / 1e6,
                 two / 1e6
             );
-            self.one.push(Some(one / 1e6));
-            self.two.push(Some(two / 1e6));
+            (Some(one / 1e6), Some(two / 1e6))
         }
     }
-    let mut v = V {
-        one: Vec::new(),
-        two: Vec::new(),
-    };
-    each_subject(&mut v);
-    (v.one.try_into().unwrap(), v.two.try_into().unwrap())
+    two_rows(Threads)
 }
 
 fn fmt_value(v: Option<f64>) -> String {
