@@ -11,7 +11,7 @@ use crate::freemap::FreeMap;
 use crate::region::{Region, RegionLayout, RegionState, RegionTable};
 use crate::sync::LockedBy;
 use crate::tag::Tag;
-use crate::types::Pool;
+use crate::types::{Pfn, Pool};
 
 #[inline]
 fn pointer<T>(kva: usize) -> *mut T {
@@ -73,17 +73,27 @@ pub(crate) unsafe fn install_region(
     let region: &'static Region = unsafe { place(kva, region) };
 
     let entries: *mut &'static Region = pointer(kva + layout.table_entries_at);
+    let starts: *mut Pfn = pointer(kva + layout.table_starts_at);
     let position = old.partition_point(|r| r.start < region.start);
     let sorted = old[..position].iter().chain([&region]).chain(&old[position..]);
     debug_assert_eq!(old.len() + 1, layout.table_len);
     for (i, entry) in sorted.enumerate() {
-        // SAFETY: the table's piece holds `table_len` entries, i < table_len.
-        unsafe { entries.add(i).write(*entry) };
+        // SAFETY: the table's two pieces hold `table_len` entries each,
+        // i < table_len.
+        unsafe {
+            entries.add(i).write(*entry);
+            starts.add(i).write(entry.start);
+        }
     }
-    // SAFETY: all `table_len` entries were written just above.
-    let regions = unsafe { slice::from_raw_parts(entries, layout.table_len) };
+    // SAFETY: all `table_len` entries of both were written just above.
+    let (regions, starts) = unsafe {
+        (
+            slice::from_raw_parts(entries, layout.table_len),
+            slice::from_raw_parts(starts, layout.table_len),
+        )
+    };
     // SAFETY: the table header's piece, as above.
-    let table = unsafe { place(kva + layout.table_at, RegionTable { regions }) };
+    let table = unsafe { place(kva + layout.table_at, RegionTable { regions, starts }) };
     (region, table)
 }
 
