@@ -20,6 +20,8 @@ pub(crate) const ORDERS: usize = 7;
 /// Levels needed for 2^36 bitmap words (2^42 pages), beyond any real memory.
 const MAX_LEVELS: usize = 6;
 const BITS: usize = 64;
+/// No word (in [`FreeMap`]'s `stale`).
+const NO_WORD: usize = usize::MAX;
 
 /// Bits that start an aligned group of `2^k` bits, indexed by `k`.
 const ALIGN_MASK: [u64; ORDERS] = [
@@ -116,13 +118,22 @@ pub struct FreeMap<'m> {
     layout: SummaryLayout,
     /// Frame number of bit 0, divided by 64 (for alignments above 64 pages).
     base_word: u64,
-    /// For each order, no bitmap word below this one has its summary bit:
+    /// For each order, no bitmap word below this one has a run of it:
     /// searches start here, and most end in the first word they read.
     cursor: [usize; ORDERS],
+    /// For each order, a word that lost its last run of that order but
+    /// whose summary bits still say it has one ([`NO_WORD`] if none). A run
+    /// freed again where it was taken, as an alloc+free pair does, then
+    /// flips no summary; the clear is made when another word loses the
+    /// order, or before a search of the order reads the summaries.
+    stale: [usize; ORDERS],
     /// Bitmap and summary words read by searches: the work-count tests'
     /// measure of complexity.
     #[cfg(test)]
     reads: core::cell::Cell<u64>,
+    /// Summary bits flipped: the tests' measure of upkeep.
+    #[cfg(test)]
+    flips: u64,
 }
 
 impl<'m> FreeMap<'m> {
@@ -145,8 +156,11 @@ impl<'m> FreeMap<'m> {
             layout,
             base_word,
             cursor: [0; ORDERS],
+            stale: [NO_WORD; ORDERS],
             #[cfg(test)]
             reads: core::cell::Cell::new(0),
+            #[cfg(test)]
+            flips: 0,
         }
     }
 
@@ -287,8 +301,8 @@ impl<'m> FreeMap<'m> {
         }
     }
 
-    /// Records `now` as word `word`'s order bits and flips the summaries of
-    /// the `changed` orders.
+    /// Records `now` as word `word`'s order bits and brings the summaries
+    /// of the `changed` orders up to date, but for one stale word per order.
     fn update_orders(&mut self, word: usize, now: u8, mut changed: u8) {
         let cache = &mut self.summary[self.layout.cache + word / 8];
         let shift = word % 8 * 8;
@@ -296,11 +310,32 @@ impl<'m> FreeMap<'m> {
         while changed != 0 {
             let order = changed.trailing_zeros() as usize;
             changed &= changed - 1;
-            let set = now & (1 << order) != 0;
-            if set && word < self.cursor[order] {
-                self.cursor[order] = word;
+            let stale = core::mem::replace(&mut self.stale[order], NO_WORD);
+            if now & (1 << order) != 0 {
+                if word < self.cursor[order] {
+                    self.cursor[order] = word;
+                }
+                if stale != word {
+                    self.stale[order] = stale;
+                    self.flip_summary(order, word, true);
+                }
+            } else {
+                // Its summary bits stay set until this order needs them.
+                self.stale[order] = word;
+                if stale != NO_WORD {
+                    self.flip_summary(order, stale, false);
+                }
             }
-            self.flip_summary(order, word, set);
+        }
+    }
+
+    /// Clears the summary bits of the order's stale word, if it has one:
+    /// before a search of the order reads them.
+    #[inline]
+    fn settle(&mut self, order: usize) {
+        let stale = core::mem::replace(&mut self.stale[order], NO_WORD);
+        if stale != NO_WORD {
+            self.flip_summary(order, stale, false);
         }
     }
 
@@ -308,6 +343,10 @@ impl<'m> FreeMap<'m> {
     // masks computed up front, though most flips stop at the first level.
     #[inline(never)]
     fn flip_summary(&mut self, order: usize, word: usize, set: bool) {
+        #[cfg(test)]
+        {
+            self.flips += 1;
+        }
         let mut index = word;
         for level in 0..self.layout.levels {
             let at = self.layout.index(order, level, index / BITS);
@@ -375,6 +414,7 @@ impl<'m> FreeMap<'m> {
         // earlier and reach into the hit word.
         let starts_at_hit = align >= 1 << order;
         let words_per_align = (align / BITS).max(1) as u64;
+        self.settle(order);
         // No word below the cursor has a run of this order, and none between
         // it and the first hit: the hit is the new cursor.
         let mut hit = self.next_word(order, self.cursor[order]);
@@ -416,6 +456,7 @@ impl<'m> FreeMap<'m> {
         let word = if cursor < self.words.len() && self.read(cursor) != 0 {
             cursor
         } else {
+            self.settle(0);
             let found = self.next_word(0, cursor);
             self.cursor[0] = found.unwrap_or(self.words.len());
             found?
@@ -518,7 +559,8 @@ impl<'m> FreeMap<'m> {
         best.max(current)
     }
 
-    /// Whether every summary bit agrees with the bitmap.
+    /// Whether every summary bit agrees with the bitmap (a stale word's
+    /// bits set, as they are until settled).
     pub fn summaries_agree(&self) -> bool {
         let layout = &self.layout;
         let cache_agrees = (0..self.words.len()).all(|word| self.cached_orders(word) == order_bits(self.words[word]));
@@ -529,8 +571,13 @@ impl<'m> FreeMap<'m> {
             return false;
         }
         for order in 0..ORDERS {
+            let stale = self.stale[order];
+            if stale != NO_WORD && (stale >= self.words.len() || self.cached_orders(stale) & (1 << order) != 0) {
+                return false;
+            }
             for word in 0..layout.len[0] * BITS {
-                let expected = word < self.words.len() && order_bits(self.words[word]) & (1 << order) != 0;
+                let expected =
+                    word == stale || word < self.words.len() && order_bits(self.words[word]) & (1 << order) != 0;
                 let at = layout.index(order, 0, word / BITS);
                 if (self.summary[at] >> (word % BITS) & 1 != 0) != expected {
                     return false;
@@ -782,6 +829,46 @@ mod tests {
                 },
             );
             assert!(reads <= 8, "{pages} pages: {reads} words read");
+        }
+    }
+
+    #[test]
+    fn a_run_taken_and_freed_again_flips_no_summary() {
+        let pages = 64 * 64 * 4;
+        for (count, used_percent) in [(8, 50), (1, 90), (3, 70)] {
+            let mut owned = Owned::new(pages);
+            let mut map = random_map(&mut owned, pages, used_percent);
+            let req = Request {
+                count,
+                align: count.next_power_of_two(),
+                limit: pages,
+            };
+            let first = map.find(req);
+            let mut flips_after_first_pair = 0;
+            for pair in 0..50 {
+                let bit = map.find(req);
+                assert_eq!(bit, first, "first fit by lowest address, every time");
+                let bit = bit.unwrap();
+                map.set(bit, count, false);
+                assert!(map.summaries_agree());
+                map.set(bit, count, true);
+                assert!(map.summaries_agree());
+                if pair == 0 {
+                    flips_after_first_pair = map.flips;
+                }
+            }
+            assert_eq!(
+                map.flips, flips_after_first_pair,
+                "{count} pages at {used_percent}% used"
+            );
+            // A search of another order settles its own stale word only.
+            let other = Request {
+                count: 64,
+                align: 64,
+                limit: pages,
+            };
+            assert_eq!(map.find(other), first_fit_by_scan(&map, other, 0));
+            assert!(map.summaries_agree());
         }
     }
 
