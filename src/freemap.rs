@@ -203,19 +203,21 @@ impl<'m> FreeMap<'m> {
                 self.use_one(start)
             };
         }
-        self.set_run(start, count, free)
-    }
-
-    #[inline(never)]
-    fn set_run(&mut self, start: usize, count: usize, free: bool) {
-        let end = start + count;
-        if count > 0 && start / BITS == (end - 1) / BITS {
+        if count > 0 && start / BITS == (start + count - 1) / BITS {
             // Within one word (most runs): one mask, one store.
             let word = start / BITS;
             let mask = (u64::MAX >> (BITS - count)) << (start % BITS);
             let old = self.words[word];
             return self.store(word, if free { old | mask } else { old & !mask });
         }
+        self.set_words(start, count, free)
+    }
+
+    /// [`FreeMap::set`] of a run across words; out of line, so that the
+    /// one-word case saves no registers for its loop.
+    #[inline(never)]
+    fn set_words(&mut self, start: usize, count: usize, free: bool) {
+        let end = start + count;
         let mut bit = start;
         while bit < end {
             let word = bit / BITS;
