@@ -20,8 +20,6 @@ pub(crate) const ORDERS: usize = 7;
 /// Levels needed for 2^36 bitmap words (2^42 pages), beyond any real memory.
 const MAX_LEVELS: usize = 6;
 const BITS: usize = 64;
-/// No word (in [`FreeMap`]'s `stale`).
-const NO_WORD: usize = usize::MAX;
 
 /// Bits that start an aligned group of `2^k` bits, indexed by `k`.
 const ALIGN_MASK: [u64; ORDERS] = [
@@ -121,12 +119,13 @@ pub struct FreeMap<'m> {
     /// For each order, no bitmap word below this one has a run of it:
     /// searches start here, and most end in the first word they read.
     cursor: [usize; ORDERS],
-    /// For each order, a word that lost its last run of that order but
-    /// whose summary bits still say it has one ([`NO_WORD`] if none). A run
-    /// freed again where it was taken, as an alloc+free pair does, then
-    /// flips no summary; the clear is made when another word loses the
-    /// order, or before a search of the order reads the summaries.
-    stale: [usize; ORDERS],
+    /// The word whose summary bits still say it has a run of each order in
+    /// `stale_orders`, though it lost its last one. A run freed again where
+    /// it was taken, as an alloc+free pair does, then flips no summary; the
+    /// clear is made when another word loses a run, or before a search of
+    /// the order reads the summaries.
+    stale_word: usize,
+    stale_orders: u8,
     /// Bitmap and summary words read by searches: the work-count tests'
     /// measure of complexity.
     #[cfg(test)]
@@ -156,7 +155,8 @@ impl<'m> FreeMap<'m> {
             layout,
             base_word,
             cursor: [0; ORDERS],
-            stale: [NO_WORD; ORDERS],
+            stale_word: 0,
+            stale_orders: 0,
             #[cfg(test)]
             reads: core::cell::Cell::new(0),
             #[cfg(test)]
@@ -203,6 +203,11 @@ impl<'m> FreeMap<'m> {
                 self.use_one(start)
             };
         }
+        self.set_run(start, count, free)
+    }
+
+    #[inline(never)]
+    fn set_run(&mut self, start: usize, count: usize, free: bool) {
         if count > 0 && start / BITS == (start + count - 1) / BITS {
             // Within one word (most runs): one mask, one store.
             let word = start / BITS;
@@ -213,8 +218,8 @@ impl<'m> FreeMap<'m> {
         self.set_words(start, count, free)
     }
 
-    /// [`FreeMap::set`] of a run across words; out of line, so that the
-    /// one-word case saves no registers for its loop.
+    /// [`FreeMap::set_run`] across words. Out of line: the one-word case
+    /// then saves no registers for this loop.
     #[inline(never)]
     fn set_words(&mut self, start: usize, count: usize, free: bool) {
         let end = start + count;
@@ -265,7 +270,7 @@ impl<'m> FreeMap<'m> {
             lost |= ((runs == 0) as u8) << order;
         }
         if lost != 0 {
-            self.update_orders(word, self.cached_orders(word) & !lost, lost);
+            self.update_orders_out_of_line(word, self.cached_orders(word) & !lost, lost);
         }
     }
 
@@ -287,7 +292,7 @@ impl<'m> FreeMap<'m> {
         }
         gained &= !cached;
         if gained != 0 {
-            self.update_orders(word, cached | gained, gained);
+            self.update_orders_out_of_line(word, cached | gained, gained);
         }
     }
 
@@ -304,40 +309,56 @@ impl<'m> FreeMap<'m> {
     }
 
     /// Records `now` as word `word`'s order bits and brings the summaries
-    /// of the `changed` orders up to date, but for one stale word per order.
-    fn update_orders(&mut self, word: usize, now: u8, mut changed: u8) {
+    /// of the `changed` orders up to date, but for the stale word's.
+    #[inline]
+    fn update_orders(&mut self, word: usize, now: u8, changed: u8) {
         let cache = &mut self.summary[self.layout.cache + word / 8];
         let shift = word % 8 * 8;
         *cache = *cache & !(0xFF << shift) | (now as u64) << shift;
-        while changed != 0 {
-            let order = changed.trailing_zeros() as usize;
-            changed &= changed - 1;
-            let stale = core::mem::replace(&mut self.stale[order], NO_WORD);
-            if now & (1 << order) != 0 {
-                if word < self.cursor[order] {
-                    self.cursor[order] = word;
-                }
-                if stale != word {
-                    self.stale[order] = stale;
-                    self.flip_summary(order, word, true);
-                }
-            } else {
-                // Its summary bits stay set until this order needs them.
-                self.stale[order] = word;
-                if stale != NO_WORD {
-                    self.flip_summary(order, stale, false);
-                }
-            }
+        let lost = changed & !now;
+        let mut gained = changed & now;
+        if word == self.stale_word {
+            // Regained runs' summary bits were never cleared; and, stale
+            // since the word had them, no cursor is above it.
+            gained &= !self.stale_orders;
+            self.stale_orders = (self.stale_orders & !changed) | lost;
+        } else if lost != 0 {
+            self.settle(self.stale_orders);
+            (self.stale_word, self.stale_orders) = (word, lost);
+        }
+        if gained != 0 {
+            self.flip_orders(word, gained, true);
         }
     }
 
-    /// Clears the summary bits of the order's stale word, if it has one:
-    /// before a search of the order reads them.
+    /// Clears the stale word's summary bits of `orders`: before a search of
+    /// one of them reads the summaries.
     #[inline]
-    fn settle(&mut self, order: usize) {
-        let stale = core::mem::replace(&mut self.stale[order], NO_WORD);
-        if stale != NO_WORD {
-            self.flip_summary(order, stale, false);
+    fn settle(&mut self, orders: u8) {
+        let due = self.stale_orders & orders;
+        if due != 0 {
+            self.stale_orders &= !due;
+            self.flip_orders(self.stale_word, due, false);
+        }
+    }
+
+    /// [`FreeMap::update_orders`] for the single-page paths: inlined there,
+    /// it adds more instructions (register saves) than the call.
+    #[inline(never)]
+    fn update_orders_out_of_line(&mut self, word: usize, now: u8, changed: u8) {
+        self.update_orders(word, now, changed)
+    }
+
+    /// Sets (`set`) or clears word `word`'s summary bits of `orders`.
+    #[inline(never)]
+    fn flip_orders(&mut self, word: usize, mut orders: u8, set: bool) {
+        while orders != 0 {
+            let order = orders.trailing_zeros() as usize;
+            orders &= orders - 1;
+            if set && word < self.cursor[order] {
+                self.cursor[order] = word;
+            }
+            self.flip_summary(order, word, set);
         }
     }
 
@@ -416,7 +437,7 @@ impl<'m> FreeMap<'m> {
         // earlier and reach into the hit word.
         let starts_at_hit = align >= 1 << order;
         let words_per_align = (align / BITS).max(1) as u64;
-        self.settle(order);
+        self.settle(1 << order);
         // No word below the cursor has a run of this order, and none between
         // it and the first hit: the hit is the new cursor.
         let mut hit = self.next_word(order, self.cursor[order]);
@@ -458,7 +479,7 @@ impl<'m> FreeMap<'m> {
         let word = if cursor < self.words.len() && self.read(cursor) != 0 {
             cursor
         } else {
-            self.settle(0);
+            self.settle(1);
             let found = self.next_word(0, cursor);
             self.cursor[0] = found.unwrap_or(self.words.len());
             found?
@@ -573,13 +594,14 @@ impl<'m> FreeMap<'m> {
             return false;
         }
         for order in 0..ORDERS {
-            let stale = self.stale[order];
-            if stale != NO_WORD && (stale >= self.words.len() || self.cached_orders(stale) & (1 << order) != 0) {
+            let stale = self.stale_orders & (1 << order) != 0;
+            if stale && (self.stale_word >= self.words.len() || self.cached_orders(self.stale_word) & (1 << order) != 0)
+            {
                 return false;
             }
             for word in 0..layout.len[0] * BITS {
-                let expected =
-                    word == stale || word < self.words.len() && order_bits(self.words[word]) & (1 << order) != 0;
+                let expected = stale && word == self.stale_word
+                    || word < self.words.len() && order_bits(self.words[word]) & (1 << order) != 0;
                 let at = layout.index(order, 0, word / BITS);
                 if (self.summary[at] >> (word % BITS) & 1 != 0) != expected {
                     return false;
@@ -863,7 +885,7 @@ mod tests {
                 map.flips, flips_after_first_pair,
                 "{count} pages at {used_percent}% used"
             );
-            // A search of another order settles its own stale word only.
+            // A search of another order settles only its own order.
             let other = Request {
                 count: 64,
                 align: 64,
