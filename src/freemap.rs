@@ -250,6 +250,12 @@ impl<'m> FreeMap<'m> {
         (self.summary[self.layout.cache + word / 8] >> (word % 8 * 8)) as u8
     }
 
+    /// [`FreeMap::cached_orders`] for a search (counted as a word read).
+    #[inline]
+    fn read_orders(&self, word: usize) -> u8 {
+        (self.read_summary(self.layout.cache + word / 8) >> (word % 8 * 8)) as u8
+    }
+
     /// Marks page `bit` used. Only an order whose aligned run around the
     /// page was free can lose its last run in the word, so the summaries
     /// are checked only as far up as the runs around the page were free.
@@ -438,10 +444,17 @@ impl<'m> FreeMap<'m> {
         let starts_at_hit = align >= 1 << order;
         let words_per_align = (align / BITS).max(1) as u64;
         self.settle(1 << order);
-        // No word below the cursor has a run of this order, and none between
-        // it and the first hit: the hit is the new cursor.
-        let mut hit = self.next_word(order, self.cursor[order]);
-        self.cursor[order] = hit.unwrap_or(self.words.len());
+        // No word below the cursor has a run of this order: if the cursor's
+        // word has one, it is the first hit; otherwise the summaries find
+        // it, and it is the new cursor.
+        let cursor = self.cursor[order];
+        let mut hit = if cursor < self.words.len() && self.read_orders(cursor) & (1 << order) != 0 {
+            Some(cursor)
+        } else {
+            let hit = self.next_word(order, cursor);
+            self.cursor[order] = hit.unwrap_or(self.words.len());
+            hit
+        };
         // The lowest word not yet ruled out as the start of a fit.
         let mut next = 0;
         while let Some(word) = hit {
