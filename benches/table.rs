@@ -19,8 +19,13 @@ use scenarios::*;
 /// Batches per median, and the time one batch should take.
 const BATCHES: usize = 101;
 const BATCH_TIME: Duration = Duration::from_micros(200);
-/// Repetitions of the S4 fill/drain, and of the thread runs.
+/// Repetitions of the S4 fill/drain.
 const REPEATS: usize = 5;
+/// Repetitions of the thread runs: more, because each run's new threads
+/// land at new stack addresses, and time per pair depends on where the
+/// stack lies (kpalloc's cached pair on this bench's machine: 23 to 47 ns
+/// over 24 stack offsets, with everything else fixed).
+const THREAD_REPEATS: usize = 11;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -168,8 +173,8 @@ fn thread_rows() -> (Cells, Cells) {
             // About 50 ms per run on one thread.
             let per_pair = median_ns(|| pair(&s, S2.count, S2.align));
             let pairs = ((50e6 / per_pair) as u64).max(1000);
-            let one = median((0..REPEATS).map(|_| threaded_pairs(&s, 1, pairs)).collect());
-            let two = median((0..REPEATS).map(|_| threaded_pairs(&s, 2, pairs)).collect());
+            let one = median((0..THREAD_REPEATS).map(|_| threaded_pairs(&s, 1, pairs)).collect());
+            let two = median((0..THREAD_REPEATS).map(|_| threaded_pairs(&s, 2, pairs)).collect());
             eprintln!(
                 "  threads {}: 1T {:.2} M/s, 2T {:.2} M/s",
                 S::NAME,
@@ -502,7 +507,7 @@ fn main() {
     let doc = format!(
         "# kpalloc benchmarks\n\n\
          Measured {date} on {machine}. Single thread unless stated, 1 GiB (262144 pages) unless stated; \
-         each value is the median of {BATCHES} batches of about {batch_us} µs (S4 and threads: median of {REPEATS} runs). \
+         each value is the median of {BATCHES} batches of about {batch_us} µs (S4: median of {REPEATS} runs; threads: of {THREAD_REPEATS}). \
          Ratios are kpalloc C ABI / peer (below 1: kpalloc is faster; for the thread ratio, above 1 is better). \
          Every allocator runs behind a spin lock; bitmap-allocator is `BitAlloc256M` at every size. \
          Reproduce with `scripts/bench.sh` (criterion: `cargo bench --manifest-path benches/Cargo.toml --bench pairs`). Run time {secs:.0} s.\n\n\
