@@ -10,6 +10,8 @@
 //! refusal by the shadow's page states, and a refusal changes nothing.
 
 mod model;
+#[path = "common/tallied_cases.rs"]
+mod tallied_cases;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +20,7 @@ use kpalloc::types::KPALLOC_MAX_CPUS;
 use kpalloc::{AllocFlags, Allocator, Config, CpuCaches, Hooks, PageStats, PageStatus, Pool};
 use model::{block_heads, nth_free_page, FakeMemory, ModelRegion, PageState, DMA32_PFN, PAGE};
 use proptest::prelude::*;
-use proptest::test_runner::TestRunner;
+use tallied_cases::run_tallied;
 use x86_64::PhysAddr;
 
 thread_local! {
@@ -665,34 +667,15 @@ fn scenario() -> impl Strategy<Value = (u64, Vec<(u64, bool)>, Vec<Op>)> {
 
 #[test]
 fn cached_allocator_matches_the_shadow() {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(if cfg!(miri) { 4 } else { CASES });
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    });
-    let totals = RefCell::new(BTreeMap::<String, u64>::new());
-    let result = runner.run(&scenario(), |(base, layout, ops)| {
+    let cases = if cfg!(miri) { 4 } else { CASES };
+    run_tallied("cache proptest", cases, scenario(), |(base, layout, ops), totals| {
         let mut harness = Harness::new(base, &layout);
         for op in ops {
             harness.apply(op);
         }
         harness.finish();
         for (outcome, n) in harness.outcomes.take() {
-            *totals.borrow_mut().entry(outcome).or_default() += n;
+            *totals.entry(outcome).or_default() += n;
         }
-        Ok(())
     });
-    if let Err(failure) = result {
-        panic!("{failure}");
-    }
-    let totals = totals.into_inner();
-    let steps: u64 = totals.values().sum();
-    println!("cache proptest: {cases} cases, {steps} logged operations");
-    for (outcome, n) in &totals {
-        println!("  {outcome}: {n}");
-    }
 }

@@ -3,13 +3,14 @@
 //! addresses, statistics, check(), every page's count and length).
 
 mod model;
+#[path = "common/tallied_cases.rs"]
+mod tallied_cases;
 
 use model::{Differential, Op, Target, PHYS_BASES};
-use std::cell::RefCell;
 use std::collections::BTreeMap;
+use tallied_cases::run_tallied;
 
 use proptest::prelude::*;
-use proptest::test_runner::TestRunner;
 
 fn target() -> impl Strategy<Value = Target> {
     prop_oneof![
@@ -118,29 +119,12 @@ fn run(base: usize, pages: u64, regions: &[Op], ops: &[Op], totals: &mut BTreeMa
 #[test]
 #[cfg_attr(miri, ignore)]
 fn allocator_matches_the_model() {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(CASES);
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    });
-    let totals = RefCell::new(BTreeMap::new());
-    let result = runner.run(&scenario(), |(base, pages, regions, ops)| {
-        run(base, pages, &regions, &ops, &mut totals.borrow_mut());
-        Ok(())
-    });
-    if let Err(failure) = result {
-        panic!("{failure}");
-    }
-    let totals = totals.into_inner();
-    let steps: u64 = totals.values().sum();
-    println!("model proptest: {cases} cases, {steps} logged operations");
-    for (outcome, n) in &totals {
-        println!("  {outcome}: {n}");
-    }
+    run_tallied(
+        "model proptest",
+        CASES,
+        scenario(),
+        |(base, pages, regions, ops), totals| run(base, pages, &regions, &ops, totals),
+    );
 }
 
 /// The same harness on a fixed pseudo-random walk, small enough for Miri.
