@@ -311,6 +311,9 @@ impl Region {
     }
 }
 
+/// Up to this many regions, [`RegionTable::find`] scans rather than bisects.
+const LINEAR_SEARCH_REGIONS: usize = 16;
+
 /// Every region of an allocator, sorted by address; each new region carries
 /// a new table in its own metadata, and the newest table is the current one.
 pub(crate) struct RegionTable {
@@ -324,7 +327,14 @@ impl RegionTable {
     /// The region whose pages (metadata included) contain `pfn`.
     #[inline]
     pub(crate) fn find(&self, pfn: Pfn) -> Option<&'static Region> {
-        let after = self.starts.partition_point(|&start| start <= pfn);
+        // With a few regions, the usual case, count the starts at or below
+        // `pfn`: the compares are independent and run side by side, where
+        // a binary search makes each load wait for the one before.
+        let after = if self.starts.len() <= LINEAR_SEARCH_REGIONS {
+            self.starts.iter().filter(|&&start| start <= pfn).count()
+        } else {
+            self.starts.partition_point(|&start| start <= pfn)
+        };
         let region = *self.regions.get(after.checked_sub(1)?)?;
         (pfn < region.end).then_some(region)
     }
