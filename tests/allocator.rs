@@ -201,6 +201,40 @@ fn many_regions_need_no_fixed_table() {
 }
 
 #[test]
+fn every_page_is_found_in_its_region_at_every_table_size() {
+    // Tables below four regions are bisected, up to sixteen scanned, and
+    // longer ones bisected again: each size frees and gets every page.
+    for regions in [1, 2, 3, 4, 5, 8, 15, 16, 17, 40] {
+        let memory = TestMemory::new(0x10_0000, 20 * regions);
+        let allocator = memory.allocator();
+        for i in 0..regions {
+            memory.add(&allocator, i * 20, i * 20 + 20, Pool::Kernel).unwrap();
+        }
+        let mut blocks = Vec::new();
+        while let Ok(pa) = allocator.alloc(1, 1, NONE) {
+            blocks.push(pa);
+        }
+        assert_eq!(
+            blocks.len() as u64,
+            allocator.stats().total_pages - allocator.stats().metadata_pages
+        );
+        for &pa in &blocks {
+            allocator.get(pa).unwrap();
+            allocator.put(pa).unwrap();
+            allocator.free(pa).unwrap();
+            assert_eq!(allocator.free(pa), Err(PageStatus::ENOTALLOCATED), "{regions} regions");
+        }
+        for i in 0..regions {
+            // Each region's first page holds its metadata.
+            assert_eq!(allocator.free(memory.pa(i * 20)), Err(PageStatus::ENOTMANAGED));
+        }
+        assert_eq!(allocator.free(memory.pa(20 * regions)), Err(PageStatus::ENOTMANAGED));
+        assert_eq!(allocator.stats().used_pages, 0);
+        assert!(allocator.check().is_ok());
+    }
+}
+
+#[test]
 fn pools_are_kept_apart() {
     let memory = TestMemory::new(0x10_0000, 200);
     let allocator = memory.allocator();
