@@ -1,9 +1,9 @@
 //! The summary table and plot: runs every scenario of `scenarios/mod.rs` on
-//! every allocator in one process with its own timing loop (median of
-//! batches), prints a markdown table with kpalloc's targets and its ratios
-//! to each peer, writes it to docs/bench.md (or the path in
-//! KPALLOC_BENCH_MD) and plots ns per pair against memory size to
-//! docs/bench.png (KPALLOC_BENCH_PNG).
+//! every allocator in one process with its own timing loop (medians of
+//! batches at several stack depths), prints a markdown table with
+//! kpalloc's targets and its ratios to each peer, writes it to
+//! docs/bench.md (or the path in KPALLOC_BENCH_MD) and plots ns per pair
+//! against memory size to docs/bench.png (KPALLOC_BENCH_PNG).
 //!
 //! `cargo bench --bench table` (what scripts/bench.sh runs).
 
@@ -17,14 +17,19 @@ mod scenarios;
 use scenarios::*;
 
 /// Batches per median, and the time one batch should take.
-const BATCHES: usize = 101;
+const BATCHES: usize = 13;
 const BATCH_TIME: Duration = Duration::from_micros(200);
+/// Stack depths each time is measured at, and the step between them. Where
+/// the stack lies against the allocator's data decides between two speeds
+/// on this bench's machine (a kpalloc get+put pair: 12 or 22 ns, by
+/// placement alone), so a time taken at one depth is one draw of the two;
+/// the mean over depths spread across 4 KiB estimates the expected cost.
+const STACK_DEPTHS: usize = 8;
+const STACK_STEP: usize = 512;
 /// Repetitions of the S4 fill/drain.
 const REPEATS: usize = 5;
 /// Repetitions of the thread runs: more, because each run's new threads
-/// land at new stack addresses, and time per pair depends on where the
-/// stack lies (kpalloc's cached pair on this bench's machine: 23 to 47 ns
-/// over 24 stack offsets, with everything else fixed).
+/// land at new stack addresses (see STACK_DEPTHS).
 const THREAD_REPEATS: usize = 11;
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -32,8 +37,24 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// Median over batches of the ns per call of `op`.
-fn median_ns(mut op: impl FnMut()) -> f64 {
+/// Runs `f` with the stack about `depth` * STACK_STEP bytes deeper.
+#[inline(never)]
+fn at_stack_depth(depth: usize, f: &mut dyn FnMut() -> f64) -> f64 {
+    if depth == 0 {
+        return f();
+    }
+    // A frame of about STACK_STEP bytes (the pad plus the return address,
+    // saved registers and alignment), kept by the black boxes.
+    let pad = [0u8; STACK_STEP - 48];
+    std::hint::black_box(&pad);
+    let ns = at_stack_depth(depth - 1, f);
+    std::hint::black_box(&pad);
+    ns
+}
+
+/// ns per call of `op`: the mean over STACK_DEPTHS stack depths of the
+/// median of BATCHES batches at each.
+fn ns_per_call(mut op: impl FnMut()) -> f64 {
     // Calibrate: how many calls make a batch of BATCH_TIME.
     let mut batch = 1u64;
     loop {
@@ -51,7 +72,14 @@ fn median_ns(mut op: impl FnMut()) -> f64 {
     for _ in 0..3 {
         time_batch(batch, &mut op);
     }
-    median((0..BATCHES).map(|_| time_batch(batch, &mut op)).collect())
+    let per_depth: f64 = (0..STACK_DEPTHS)
+        .map(|depth| {
+            at_stack_depth(depth, &mut || {
+                median((0..BATCHES).map(|_| time_batch(batch, &mut op)).collect())
+            })
+        })
+        .sum();
+    per_depth / STACK_DEPTHS as f64
 }
 
 /// One value per allocator (in `SUBJECTS` order).
@@ -80,7 +108,7 @@ fn pair_row(scenario: PairScenario) -> Cells {
         fn visit<S: Subject>(&mut self) {
             let sc = self.scenario;
             let s = S::build(&sc.setup());
-            let ns = median_ns(|| pair(&s, std::hint::black_box(sc.count), std::hint::black_box(sc.align)));
+            let ns = ns_per_call(|| pair(&s, std::hint::black_box(sc.count), std::hint::black_box(sc.align)));
             eprintln!("  {} {} pages {}: {ns:.1} ns", sc.id, sc.pages, S::NAME);
             self.cells.push(Some(ns));
         }
@@ -155,8 +183,8 @@ fn zero_rows() -> (Cells, Cells) {
             let flag = s
                 .alloc_zeroed()
                 .map(|h| s.free(h, 1))
-                .map(|()| median_ns(|| zero_flag_pair(&s)));
-            let memset = median_ns(|| memset_pair(&s));
+                .map(|()| ns_per_call(|| zero_flag_pair(&s)));
+            let memset = ns_per_call(|| memset_pair(&s));
             eprintln!("  zero {}: flag {flag:?} ns, memset+pair {memset:.1} ns", S::NAME);
             (flag, Some(memset))
         }
@@ -171,7 +199,7 @@ fn thread_rows() -> (Cells, Cells) {
         fn measure<S: Subject>(&self) -> (Option<f64>, Option<f64>) {
             let s = S::build(&S2.setup());
             // About 50 ms per run on one thread.
-            let per_pair = median_ns(|| pair(&s, S2.count, S2.align));
+            let per_pair = ns_per_call(|| pair(&s, S2.count, S2.align));
             let pairs = ((50e6 / per_pair) as u64).max(1000);
             let one = median((0..THREAD_REPEATS).map(|_| threaded_pairs(&s, 1, pairs)).collect());
             let two = median((0..THREAD_REPEATS).map(|_| threaded_pairs(&s, 2, pairs)).collect());
@@ -240,14 +268,18 @@ fn machine_factor(rows: &[Row]) -> Option<MachineFactor> {
     let mut ratios = Vec::new();
     for (prefix, keos, bitmap) in ISSUE_FIGURES {
         let mut matching = rows.iter().filter(|row| row.label.starts_with(prefix));
-        let row = matching.next().unwrap_or_else(|| panic!("no row for the issue's {prefix:?}"));
+        let row = matching
+            .next()
+            .unwrap_or_else(|| panic!("no row for the issue's {prefix:?}"));
         assert!(matching.next().is_none(), "two rows for the issue's {prefix:?}");
         for (column, figure) in [(2, keos), (4, bitmap)] {
             ratios.extend(row.cells[column].map(|ns| ns / figure));
         }
     }
     let cells = ratios.len();
-    let (min, max) = ratios.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    let (min, max) = ratios
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
     (cells > 0).then(|| MachineFactor {
         median: median(ratios),
         min,
@@ -548,7 +580,8 @@ fn main() {
     let doc = format!(
         "# kpalloc benchmarks\n\n\
          Measured {date} on {machine}. Single thread unless stated, 1 GiB (262144 pages) unless stated; \
-         each value is the median of {BATCHES} batches of about {batch_us} µs (S4: median of {REPEATS} runs; threads: of {THREAD_REPEATS}). \
+         each value is the mean, over {STACK_DEPTHS} stack depths {STACK_STEP} bytes apart, of the median of {BATCHES} batches of about {batch_us} µs \
+         (S4: median of {REPEATS} runs; threads: of {THREAD_REPEATS}, each on new threads with new stacks). \
          Ratios are kpalloc C ABI / peer (below 1: kpalloc is faster; for the thread ratio, above 1 is better). \
          Every allocator runs behind a spin lock; bitmap-allocator is `BitAlloc256M` at every size. \
          Reproduce with `scripts/bench.sh` (criterion: `cargo bench --manifest-path benches/Cargo.toml --bench pairs`). Run time {secs:.0} s.\n\n\
