@@ -513,14 +513,17 @@ page_status page_stats_get(struct page_stats *out);
 /**
  * Lets the next `successes` allocations (`page_alloc*`) succeed, then
  * fails every later one as if memory had run out, until `page_fail_off`:
- * for testing a kernel's out-of-memory paths. Any context.
+ * for testing a kernel's out-of-memory paths. It joins a `page_fail_every`
+ * rule in force: an allocation fails if either rule says so, and
+ * `successes` counts attempts, failed ones included. Any context.
  */
 page_status page_fail_after(uint64_t successes);
 
 /**
  * Fails every `n`-th allocation (`page_alloc*`) from now on as if memory
- * had run out, until `page_fail_off`. Returns `PAGE_OK`; `PAGE_EINVAL`
- * for 0; `PAGE_EUNINIT`. Any context.
+ * had run out, until `page_fail_off`; it joins a `page_fail_after` rule
+ * in force. Returns `PAGE_OK`; `PAGE_EINVAL` for 0; `PAGE_EUNINIT`. Any
+ * context.
  */
 page_status page_fail_every(uint64_t n);
 

@@ -840,7 +840,10 @@ impl<H: Hooks> Allocator<H> {
     }
 
     /// Lets the next `successes` allocations succeed and fails every later
-    /// one with `ENOMEM`, until [`Allocator::fail_off`].
+    /// one with `ENOMEM`, until [`Allocator::fail_off`]. It joins a
+    /// [`Allocator::fail_every`] rule in force rather than replacing it:
+    /// an allocation fails if either rule says so, and the count here runs
+    /// over attempts, failed ones included.
     pub fn fail_after(&self, successes: u64) {
         self.locked(|inner| {
             inner.faults = FaultPlan {
@@ -853,7 +856,8 @@ impl<H: Hooks> Allocator<H> {
     }
 
     /// Fails every `n`-th allocation from now on with `ENOMEM` (`n` >= 1),
-    /// until [`Allocator::fail_off`].
+    /// until [`Allocator::fail_off`]. It joins a [`Allocator::fail_after`]
+    /// rule in force (see there).
     pub fn fail_every(&self, n: u64) -> Result<(), PageStatus> {
         if n == 0 {
             return self.report(PageStatus::EINVAL, 0);

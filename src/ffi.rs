@@ -395,7 +395,9 @@ pub unsafe extern "C" fn page_stats_get(out: *mut PageStats) -> PageStatus {
 
 /// Lets the next `successes` allocations (`page_alloc*`) succeed, then
 /// fails every later one as if memory had run out, until `page_fail_off`:
-/// for testing a kernel's out-of-memory paths. Any context.
+/// for testing a kernel's out-of-memory paths. It joins a `page_fail_every`
+/// rule in force: an allocation fails if either rule says so, and
+/// `successes` counts attempts, failed ones included. Any context.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_fail_after(successes: u64) -> PageStatus {
     global().map_or(PageStatus::EUNINIT, |allocator| {
@@ -405,8 +407,9 @@ pub extern "C" fn page_fail_after(successes: u64) -> PageStatus {
 }
 
 /// Fails every `n`-th allocation (`page_alloc*`) from now on as if memory
-/// had run out, until `page_fail_off`. Returns `PAGE_OK`; `PAGE_EINVAL`
-/// for 0; `PAGE_EUNINIT`. Any context.
+/// had run out, until `page_fail_off`; it joins a `page_fail_after` rule
+/// in force. Returns `PAGE_OK`; `PAGE_EINVAL` for 0; `PAGE_EUNINIT`. Any
+/// context.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_fail_every(n: u64) -> PageStatus {
     global().map_or(PageStatus::EUNINIT, |allocator| allocator.fail_every(n).into())

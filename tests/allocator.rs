@@ -467,6 +467,20 @@ fn scheduled_failures_fail_allocations_then_stop() {
 }
 
 #[test]
+fn the_two_failure_rules_combine() {
+    let (_memory, allocator) = one_region(64);
+    allocator.fail_every(2).unwrap();
+    allocator.fail_after(3);
+    // Every second attempt fails, and after three attempts all do.
+    let results: Vec<bool> = (0..6).map(|_| allocator.alloc(1, 1, NONE).is_ok()).collect();
+    assert_eq!(results, [true, false, true, false, false, false]);
+    allocator.fail_off();
+    assert!(allocator.alloc(1, 1, NONE).is_ok());
+    assert_eq!(allocator.stats().failed_allocs, 4);
+    assert!(allocator.check().is_ok());
+}
+
+#[test]
 fn a_leak_is_reported_with_its_rust_allocation_site() {
     let memory = TestMemory::new(0x10_0000, 64);
     let allocator = memory.allocator_with_debug(kpalloc::types::PAGE_DEBUG_TRACK);
