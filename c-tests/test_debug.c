@@ -36,6 +36,26 @@ static void a_write_after_free_is_reported_when_the_page_comes_back(void **state
   assert_status(page_free(again), PAGE_OK);
 }
 
+static void the_check_finds_a_write_after_free_before_the_page_comes_back(void **state) {
+  (void)state;
+  unsigned char *block = page_alloc(2, 0);
+  assert_non_null(block);
+  assert_status(page_free(block), PAGE_OK);
+  assert_status(page_check(), PAGE_OK);
+  block[PAGE + 5] = 0; /* a stale pointer writes into the freed block */
+  misuse_reset();
+  assert_status(page_check(), PAGE_ECORRUPT);
+  assert_misuse_once(PAGE_ECORRUPT, block + PAGE);
+  /* Nothing changed: the allocation that gets the page back reports it too. */
+  misuse_reset();
+  unsigned char *again = page_alloc(2, 0);
+  assert_ptr_equal(again, block);
+  assert_misuse_once(PAGE_ECORRUPT, block + PAGE);
+  assert_status(page_check(), PAGE_OK);
+  assert_status(page_free(again), PAGE_OK);
+  misuse_reset();
+}
+
 struct leak_report {
   int blocks;
   char sites[8][64];
@@ -175,6 +195,7 @@ static int no_pages_in_use(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(a_write_after_free_is_reported_when_the_page_comes_back, no_pages_in_use),
+      cmocka_unit_test_teardown(the_check_finds_a_write_after_free_before_the_page_comes_back, no_pages_in_use),
       cmocka_unit_test_teardown(a_leak_is_reported_with_its_allocation_site, no_pages_in_use),
       cmocka_unit_test_teardown(a_null_visitor_is_refused, no_pages_in_use),
       cmocka_unit_test_teardown(scheduled_failures_fail_allocations_until_turned_off, no_pages_in_use),

@@ -581,7 +581,9 @@ size_t page_drain_caches(void);
 
 /**
  * Verifies all of kpalloc's metadata: bitmaps, summaries, reference
- * counts, block boundaries and counters.
+ * counts, block boundaries and counters; under `PAGE_DEBUG_POISON`, also
+ * that every free page still holds the poison pattern (a write after free
+ * shows before the page is allocated again).
  *
  * Returns `PAGE_OK`; `PAGE_ECORRUPT` (also reported through `on_misuse`
  * with the first bad page) on any disagreement; `PAGE_EUNINIT`; with

@@ -1002,6 +1002,11 @@ impl<H: Hooks> Allocator<H> {
                     .get(inner)
                     .check(region)
                     .map_err(|bit| region.pfn_of(bit))?;
+                // A write after free, found before the page is handed out.
+                let (first, end) = region.usable_bits();
+                if let Some(pa) = self.find_overwritten(region, first, end - first) {
+                    return Err(Pfn::containing(pa.as_u64()));
+                }
                 used += region_used;
                 cached += region_cached;
             }
@@ -1024,7 +1029,8 @@ impl<H: Hooks> Allocator<H> {
     }
 
     /// Verifies every region's bitmap, summaries, slots and counters against
-    /// each other and the totals; `ECORRUPT` (reported with the address of
+    /// each other and the totals, and under `PAGE_DEBUG_POISON` the poison
+    /// pattern of every free page; `ECORRUPT` (reported with the address of
     /// the first bad page) on the first disagreement.
     ///
     /// With per-CPU caches, every cache is held during the check: `EBUSY`

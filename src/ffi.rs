@@ -530,7 +530,9 @@ pub extern "C" fn page_drain_caches() -> usize {
 }
 
 /// Verifies all of kpalloc's metadata: bitmaps, summaries, reference
-/// counts, block boundaries and counters.
+/// counts, block boundaries and counters; under `PAGE_DEBUG_POISON`, also
+/// that every free page still holds the poison pattern (a write after free
+/// shows before the page is allocated again).
 ///
 /// Returns `PAGE_OK`; `PAGE_ECORRUPT` (also reported through `on_misuse`
 /// with the first bad page) on any disagreement; `PAGE_EUNINIT`; with

@@ -447,6 +447,24 @@ fn poisoning_reports_a_write_after_free_when_the_page_comes_back() {
 }
 
 #[test]
+fn the_check_finds_a_write_after_free_before_the_page_comes_back() {
+    let memory = TestMemory::new(0x10_0000, 32);
+    let allocator = memory.allocator_with_debug(kpalloc::types::PAGE_DEBUG_POISON);
+    memory.add(&allocator, 0, 32, Pool::Kernel).unwrap();
+    let block = allocator.alloc(2, 1, NONE).unwrap();
+    allocator.free(block).unwrap();
+    assert!(allocator.check().is_ok());
+    let stale = unsafe { memory.bytes(block + PAGE, 8) };
+    stale[5] = 0;
+    assert_eq!(allocator.check(), Err(PageStatus::ECORRUPT));
+    assert_eq!(allocator.stats().misuse_reports, 1);
+    // The check changed nothing: the allocation still reports the page.
+    assert_eq!(allocator.alloc(2, 1, NONE), Ok(block));
+    assert_eq!(allocator.stats().misuse_reports, 2);
+    assert!(allocator.check().is_ok(), "the page is in use now");
+}
+
+#[test]
 fn scheduled_failures_fail_allocations_then_stop() {
     let (_memory, allocator) = one_region(64);
     allocator.fail_after(2);
