@@ -129,27 +129,16 @@ static void scheduled_failures_fail_allocations_until_turned_off(void **state) {
   EXPECT_ALLOC_ENOMEM(page_alloc(1, 0));
   void *third = page_alloc(1, 0);
   assert_non_null(third);
+  /* A page_fail_after rule joins the page_fail_every one: the next attempt
+   * fails by the first rule, and every one after it by the second. */
+  assert_status(page_fail_after(1), PAGE_OK);
+  EXPECT_ALLOC_ENOMEM(page_alloc(1, 0));
+  EXPECT_ALLOC_ENOMEM(page_alloc(1, 0));
+  EXPECT_ALLOC_ENOMEM(page_alloc(1, 0));
   assert_status(page_fail_off(), PAGE_OK);
   assert_status(page_free(first), PAGE_OK);
   assert_status(page_free(third), PAGE_OK);
   EXPECT_REFUSED(page_fail_every(0), PAGE_EINVAL, NULL);
-}
-
-static void the_two_failure_rules_combine(void **state) {
-  (void)state;
-  assert_status(page_fail_every(2), PAGE_OK);
-  assert_status(page_fail_after(3), PAGE_OK);
-  /* Every second attempt fails, and after three attempts all do. */
-  void *first = page_alloc(1, 0);
-  assert_non_null(first);
-  EXPECT_ALLOC_ENOMEM(page_alloc(1, 0));
-  void *third = page_alloc(1, 0);
-  assert_non_null(third);
-  EXPECT_ALLOC_ENOMEM(page_alloc(1, 0));
-  EXPECT_ALLOC_ENOMEM(page_alloc(1, 0));
-  assert_status(page_fail_off(), PAGE_OK);
-  assert_status(page_free(first), PAGE_OK);
-  assert_status(page_free(third), PAGE_OK);
 }
 
 static void the_dump_lists_every_page_state(void **state) {
@@ -199,7 +188,6 @@ int main(void) {
       cmocka_unit_test_teardown(a_leak_is_reported_with_its_allocation_site, no_pages_in_use),
       cmocka_unit_test_teardown(a_null_visitor_is_refused, no_pages_in_use),
       cmocka_unit_test_teardown(scheduled_failures_fail_allocations_until_turned_off, no_pages_in_use),
-      cmocka_unit_test_teardown(the_two_failure_rules_combine, no_pages_in_use),
       cmocka_unit_test_teardown(the_dump_lists_every_page_state, no_pages_in_use),
       cmocka_unit_test_teardown(a_sized_free_checks_the_length, no_pages_in_use),
   };

@@ -417,17 +417,24 @@ fn dma32_allocations_stay_below_4_gib() {
     assert!(allocator.check().is_ok());
 }
 
-#[test]
-fn poisoning_reports_a_write_after_free_when_the_page_comes_back() {
+/// A poisoning allocator over 32 pages, and a two-page block allocated and
+/// freed in it (so poisoned).
+fn a_poisoned_block() -> (TestMemory, kpalloc::Allocator, x86_64::PhysAddr) {
     let memory = TestMemory::new(0x10_0000, 32);
     let allocator = memory.allocator_with_debug(kpalloc::types::PAGE_DEBUG_POISON);
     memory.add(&allocator, 0, 32, Pool::Kernel).unwrap();
     let block = allocator.alloc(2, 1, NONE).unwrap();
     allocator.free(block).unwrap();
+    assert!(allocator.check().is_ok());
+    (memory, allocator, block)
+}
+
+#[test]
+fn poisoning_reports_a_write_after_free_when_the_page_comes_back() {
+    let (memory, allocator, block) = a_poisoned_block();
     assert!(unsafe { memory.bytes(block, 2 * PAGE as usize) }
         .iter()
         .all(|&b| b == 0xAA));
-    assert!(allocator.check().is_ok());
     // Clean reuse: nothing reported.
     let again = allocator.alloc(2, 1, NONE).unwrap();
     assert_eq!((again, allocator.stats().misuse_reports), (block, 0));
@@ -448,12 +455,7 @@ fn poisoning_reports_a_write_after_free_when_the_page_comes_back() {
 
 #[test]
 fn the_check_finds_a_write_after_free_before_the_page_comes_back() {
-    let memory = TestMemory::new(0x10_0000, 32);
-    let allocator = memory.allocator_with_debug(kpalloc::types::PAGE_DEBUG_POISON);
-    memory.add(&allocator, 0, 32, Pool::Kernel).unwrap();
-    let block = allocator.alloc(2, 1, NONE).unwrap();
-    allocator.free(block).unwrap();
-    assert!(allocator.check().is_ok());
+    let (memory, allocator, block) = a_poisoned_block();
     let stale = unsafe { memory.bytes(block + PAGE, 8) };
     stale[5] = 0;
     assert_eq!(allocator.check(), Err(PageStatus::ECORRUPT));
