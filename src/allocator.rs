@@ -474,8 +474,10 @@ impl<H: Hooks> Allocator<H> {
             }
         }
         let limit = if dma32 { DMA32_LIMIT } else { Pfn(u64::MAX) };
-        let search = || {
-            self.locked(|inner| {
+        let mut drained = false;
+        // One search site, so that the search is inlined here.
+        let outcome = loop {
+            let outcome = self.locked(|inner| {
                 if inner.faults.fail_now() {
                     return Search::Injected;
                 }
@@ -492,13 +494,13 @@ impl<H: Hooks> Allocator<H> {
                     Some((region, bit)) => Search::Claimed(self.claim(inner, region, bit, count, tag)),
                     None => Search::NotFound,
                 }
-            })
-        };
-        let outcome = match search() {
-            // Free pages may sit in the CPUs' caches: take them back, then
-            // search once more.
-            Search::NotFound if count <= MAX_BLOCK_PAGES && self.drain_caches() > 0 => search(),
-            outcome => outcome,
+            });
+            match outcome {
+                // Free pages may sit in the CPUs' caches: take them back,
+                // then search once more.
+                Search::NotFound if !drained && count <= MAX_BLOCK_PAGES && self.drain_caches() > 0 => drained = true,
+                outcome => break outcome,
+            }
         };
         match outcome {
             Search::Claimed(claimed) => Ok(claimed),
