@@ -329,12 +329,25 @@ impl<'m> FreeMap<'m> {
             gained &= !self.stale_orders;
             self.stale_orders = (self.stale_orders & !changed) | lost;
         } else if lost != 0 {
-            self.settle(self.stale_orders);
-            (self.stale_word, self.stale_orders) = (word, lost);
+            // (A word that both loses and gains orders, which setting or
+            // clearing one mask never makes, flips its gains first.)
+            if gained != 0 {
+                self.flip_orders(word, gained, true);
+            }
+            // Last, as a tail call: no common path then keeps values across
+            // a call (callgrind: 10 instructions fewer per S3 pair).
+            return self.make_stale(word, lost);
         }
         if gained != 0 {
             self.flip_orders(word, gained, true);
         }
+    }
+
+    /// Settles the stale word and makes `word` the stale word for `lost`.
+    #[inline(never)]
+    fn make_stale(&mut self, word: usize, lost: u8) {
+        self.settle(self.stale_orders);
+        (self.stale_word, self.stale_orders) = (word, lost);
     }
 
     /// Clears the stale word's summary bits of `orders`: before a search of
