@@ -15,7 +15,7 @@ use crate::message::{Message, TextWriter};
 use crate::refcount::{self, Put};
 use crate::region::{Region, RegionLayout, RegionTable, Slot, CACHED, MAX_BLOCK_PAGES};
 use crate::status::PageStatus;
-use crate::sync::{LockToken, Published};
+use crate::sync::{LockToken, OwnLines, Published};
 use crate::tag::Tag;
 use crate::types::{AllocFlags, Pfn, Pool, KPALLOC_PAGE_SIZE, PAGE_DEBUG_POISON, PAGE_DEBUG_TRACK};
 
@@ -238,7 +238,9 @@ impl LockToken for Inner {
 pub struct Allocator<H: Hooks = NoHooks> {
     config: Config,
     hooks: H,
-    inner: Mutex<Inner>,
+    /// Apart from the fields every lock-free call reads: a CPU taking the
+    /// lock does not evict them from the others' caches.
+    inner: OwnLines<Mutex<Inner>>,
     /// The current table of regions, readable without the lock.
     table: Published<RegionTable>,
     misuse_reports: AtomicU64,
@@ -276,7 +278,7 @@ impl<H: Hooks> Allocator<H> {
         Allocator {
             config,
             hooks,
-            inner: Mutex::new(Inner {
+            inner: OwnLines(Mutex::new(Inner {
                 id,
                 total_pages: 0,
                 metadata_pages: 0,
@@ -286,7 +288,7 @@ impl<H: Hooks> Allocator<H> {
                 failed_allocs: 0,
                 regions: 0,
                 faults: FaultPlan::default(),
-            }),
+            })),
             table: Published::empty(),
             misuse_reports: AtomicU64::new(0),
             caches,
@@ -1100,5 +1102,24 @@ mod tests {
         allocator.put(block).unwrap();
         assert_eq!(allocator.refcount(block), PAGE_REFCOUNT_MAX - 1);
         assert!(allocator.check().is_ok());
+    }
+
+    #[test]
+    fn the_lock_shares_no_cache_line_with_what_lock_free_calls_read() {
+        type A = Allocator<NoHooks>;
+        let line = |offset: usize| offset / 64;
+        let lock_lines = line(core::mem::offset_of!(A, inner))
+            ..=line(core::mem::offset_of!(A, inner) + size_of::<OwnLines<Mutex<Inner>>>() - 1);
+        for read in [
+            core::mem::offset_of!(A, config),
+            core::mem::offset_of!(A, table),
+            core::mem::offset_of!(A, caches),
+            core::mem::offset_of!(A, faults_armed),
+        ] {
+            assert!(
+                !lock_lines.contains(&line(read)),
+                "field at {read} shares a line with the lock"
+            );
+        }
     }
 }

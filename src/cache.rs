@@ -18,7 +18,7 @@ use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::region::Region;
-use crate::sync::{TryLock, TryLockGuard};
+use crate::sync::{OwnLines, TryLock, TryLockGuard};
 use crate::types::{Pfn, Pool, KPALLOC_MAX_CPUS};
 
 /// Pages one magazine holds.
@@ -112,12 +112,6 @@ impl Cache {
     }
 }
 
-/// One CPU's caches, one per pool, on cache lines of their own.
-#[repr(align(64))]
-struct CpuCache {
-    pools: [Cache; 2],
-}
-
 /// The per-CPU page caches of one allocator: `KPALLOC_MAX_CPUS` CPUs, each
 /// with a magazine per pool. CPU numbers from `KPALLOC_MAX_CPUS` up share
 /// (number modulo `KPALLOC_MAX_CPUS`).
@@ -125,7 +119,8 @@ struct CpuCache {
 /// Const-constructible, so that it lives in a `static` and costs no stack:
 /// `static CACHES: CpuCaches = CpuCaches::new();`.
 pub struct CpuCaches {
-    cpus: [CpuCache; KPALLOC_MAX_CPUS],
+    /// Each CPU's caches, one per pool.
+    cpus: [OwnLines<[Cache; 2]>; KPALLOC_MAX_CPUS],
 }
 
 impl Default for CpuCaches {
@@ -138,16 +133,12 @@ impl CpuCaches {
     /// Empty caches.
     pub const fn new() -> Self {
         CpuCaches {
-            cpus: [const {
-                CpuCache {
-                    pools: [Cache::new(), Cache::new()],
-                }
-            }; KPALLOC_MAX_CPUS],
+            cpus: [const { OwnLines([Cache::new(), Cache::new()]) }; KPALLOC_MAX_CPUS],
         }
     }
 
     fn cache(&self, cpu: usize, pool: Pool) -> &Cache {
-        &self.cpus[cpu % KPALLOC_MAX_CPUS].pools[pool as usize]
+        &self.cpus[cpu % KPALLOC_MAX_CPUS][pool as usize]
     }
 
     /// CPU `cpu`'s magazine for `pool`, unless someone holds it.
@@ -195,7 +186,7 @@ impl CpuCaches {
     pub(crate) fn cached_pages(&self, pool: Pool) -> u64 {
         self.cpus
             .iter()
-            .map(|cpu| cpu.pools[pool as usize].pages.load(Ordering::Relaxed) as u64)
+            .map(|cpu| cpu[pool as usize].pages.load(Ordering::Relaxed) as u64)
             .sum()
     }
 }

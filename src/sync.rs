@@ -1,4 +1,4 @@
-//! The three small synchronisation pieces the safe core is built on.
+//! The small synchronisation pieces the safe core is built on.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -159,5 +159,19 @@ impl<T> Drop for TryLockGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
         self.lock.busy.store(false, Ordering::Release);
+    }
+}
+
+/// A value on cache lines of its own: another CPU writing it (taking a
+/// lock, using its own cache) then does not evict what this CPU reads
+/// next to it.
+#[repr(align(64))]
+pub(crate) struct OwnLines<T>(pub(crate) T);
+
+impl<T> Deref for OwnLines<T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
     }
 }
