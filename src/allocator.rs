@@ -784,7 +784,7 @@ impl<H: Hooks> Allocator<H> {
     /// locked path must decide (caches off or busy, a longer block).
     #[inline]
     fn release_to_cache(&self, region: &'static Region, bit: usize) -> Option<Result<bool, PageStatus>> {
-        if self.caches.is_none() || region.block_pages(bit) != 1 {
+        if self.caches.is_none() || !region.is_single_page(bit) {
             return None;
         }
         let mut cache = self.cache(region.pool)?;
@@ -793,7 +793,7 @@ impl<H: Hooks> Allocator<H> {
             Ok(true) => {}
             other => return Some(other),
         }
-        if region.block_pages(bit) != 1 {
+        if !region.is_single_page(bit) {
             // Freed and reallocated longer by someone else between the two
             // looks (a misuse race): undo, and let the lock decide.
             slot.store(1, Ordering::Release);
