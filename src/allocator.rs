@@ -464,17 +464,25 @@ impl<H: Hooks> Allocator<H> {
         }
     }
 
+    #[inline]
     fn take(&self, count: usize, align: usize, flags: AllocFlags, tag: Tag) -> Result<Claimed, PageStatus> {
+        if count == 1 && align == 1 && !flags.contains(AllocFlags::DMA32) {
+            if let Some(pa) = self.take_cached(flags.pool()) {
+                return Ok(Claimed { pa, overwritten: None });
+            }
+        }
+        self.take_searching(count, align, flags, tag)
+    }
+
+    /// [`Allocator::take`] from the bitmaps. Out of line: the cached path
+    /// then saves no registers for the search.
+    #[inline(never)]
+    fn take_searching(&self, count: usize, align: usize, flags: AllocFlags, tag: Tag) -> Result<Claimed, PageStatus> {
         if count == 0 || !align.is_power_of_two() {
             return Err(PageStatus::EINVAL);
         }
         let pool = flags.pool();
         let dma32 = flags.contains(AllocFlags::DMA32);
-        if count == 1 && align == 1 && !dma32 {
-            if let Some(pa) = self.take_cached(pool) {
-                return Ok(Claimed { pa, overwritten: None });
-            }
-        }
         let limit = if dma32 { DMA32_LIMIT } else { Pfn(u64::MAX) };
         let mut drained = false;
         // One search site, so that the search is inlined here.

@@ -143,6 +143,7 @@ impl RegionState {
 
     /// Makes the free run of `count` pages at `bit` a block with one
     /// reference.
+    #[inline]
     pub(crate) fn claim(&mut self, region: &Region, bit: usize, count: usize, tag: Tag) {
         if let Some(site) = self.tags.get_mut(bit) {
             *site = tag;
@@ -182,6 +183,7 @@ impl RegionState {
     /// Returns the block of `pages` pages headed at `bit` (whose count the
     /// caller has already taken to zero) to the free pages, marked as
     /// holding the poison pattern if `poisoned`.
+    #[inline]
     pub(crate) fn release(&mut self, region: &Region, bit: usize, pages: usize, poisoned: bool) {
         let free = if poisoned { POISONED_FREE } else { 0 };
         for slot in &region.slots[bit..bit + pages] {
