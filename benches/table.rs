@@ -1,9 +1,10 @@
 //! The summary table and plot: runs every scenario of `scenarios/mod.rs` on
-//! every allocator in one process with its own timing loop (medians of
-//! batches at several stack depths), prints a markdown table with
-//! kpalloc's targets and its ratios to each peer, writes it to
-//! docs/bench.md (or the path in KPALLOC_BENCH_MD) and plots ns per pair
-//! against memory size to docs/bench.png (KPALLOC_BENCH_PNG).
+//! every allocator with its own timing loop (medians of batches at several
+//! stack depths), in RUNS processes of its own one after another, and takes
+//! each cell's median over them; prints a markdown table with kpalloc's
+//! targets and its ratios to each peer, writes it to docs/bench.md (or the
+//! path in KPALLOC_BENCH_MD) and plots ns per pair against memory size to
+//! docs/bench.png (KPALLOC_BENCH_PNG).
 //!
 //! `cargo bench --bench table` (what scripts/bench.sh runs).
 
@@ -26,6 +27,13 @@ const BATCH_TIME: Duration = Duration::from_micros(200);
 /// the mean over depths spread across 4 KiB estimates the expected cost.
 const STACK_DEPTHS: usize = 8;
 const STACK_STEP: usize = 512;
+/// Whole runs, each in a process of its own: this bench's machine changes
+/// pace for seconds at a time (every allocator's S3, say, twice as slow in
+/// one run as in the next), and a process draws new addresses for its
+/// data. The table has each cell's median over the runs.
+const RUNS: usize = 3;
+/// Set in a run's process: the file its rows go to.
+const ROWS_OUT: &str = "KPALLOC_BENCH_ROWS_OUT";
 /// Repetitions of the S4 fill/drain.
 const REPEATS: usize = 5;
 /// Repetitions of the thread runs: more, because each run's new threads
@@ -96,6 +104,81 @@ struct Row {
     target: Option<(f64, Better)>,
     unit: &'static str,
     cells: Cells,
+}
+
+/// A run's rows as text, a row per line: label, unit, target, whether
+/// lower is better, then the cells ("-" for none), tab-separated.
+fn save_rows(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        let (target, lower) = match row.target {
+            Some((t, better)) => (t.to_string(), (better == Better::Lower).to_string()),
+            None => ("-".into(), "-".into()),
+        };
+        let cells: Vec<String> = row
+            .cells
+            .iter()
+            .map(|c| c.map_or("-".into(), |v| v.to_string()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{target}\t{lower}\t{}",
+            row.label,
+            row.unit,
+            cells.join("\t")
+        );
+    }
+    out
+}
+
+fn load_rows(text: &str) -> Vec<Row> {
+    let units = ["ns/pair", "ns/alloc", "ns/free", "ratio", "Mpairs/s"];
+    text.lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            assert_eq!(fields.len(), 4 + 5, "bad row {line:?}");
+            let number = |f: &str| (f != "-").then(|| f.parse::<f64>().expect("a number"));
+            let target = number(fields[2]).map(|t| {
+                (
+                    t,
+                    if fields[3] == "true" {
+                        Better::Lower
+                    } else {
+                        Better::Higher
+                    },
+                )
+            });
+            let mut cells = [None; 5];
+            for (cell, field) in cells.iter_mut().zip(&fields[4..]) {
+                *cell = number(field);
+            }
+            Row {
+                label: fields[0].into(),
+                target,
+                unit: units.into_iter().find(|u| *u == fields[1]).expect("a known unit"),
+                cells,
+            }
+        })
+        .collect()
+}
+
+/// Each cell's median over the runs (which have the same rows).
+fn median_rows(runs: Vec<Vec<Row>>) -> Vec<Row> {
+    let mut runs = runs.into_iter();
+    let mut rows = runs.next().expect("at least one run");
+    let others: Vec<Vec<Row>> = runs.collect();
+    for (i, row) in rows.iter_mut().enumerate() {
+        for (column, cell) in row.cells.iter_mut().enumerate() {
+            let values: Option<Vec<f64>> = std::iter::once(*cell)
+                .chain(others.iter().map(|run| {
+                    assert_eq!(run[i].label, row.label, "runs with different rows");
+                    run[i].cells[column]
+                }))
+                .collect();
+            *cell = values.map(median);
+        }
+    }
+    rows
 }
 
 /// Measures `scenario`'s pairs on every allocator.
@@ -474,17 +557,8 @@ fn profile(which: &str) {
     each_subject(&mut V(sc, only, 0));
 }
 
-fn main() {
-    if let Ok(which) = std::env::var("KPALLOC_BENCH_PROFILE") {
-        return profile(&which);
-    }
-    // `cargo bench` passes `--bench`; nothing else is taken.
-    let md_path = std::env::var("KPALLOC_BENCH_MD")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/bench.md").into());
-    let png_path = std::env::var("KPALLOC_BENCH_PNG")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/bench.png").into());
-    let started = Instant::now();
-
+/// One run: every row of the table, measured.
+fn measure_rows() -> Vec<Row> {
     let mut rows = Vec::new();
     let ns = "ns/pair";
     let lower = |t| Some((t, Better::Lower));
@@ -508,14 +582,12 @@ fn main() {
     // after it could run up to twice as slow, every allocator alike.
     let s4_at = rows.len();
     eprintln!("S5 sizes");
-    let mut s5_cells = Vec::new();
     for (label, pages) in S5_SIZES {
         let cells = if pages == GIB_PAGES {
             s2b.unwrap()
         } else {
             pair_row(scenarios::s5(pages))
         };
-        s5_cells.push(cells);
         rows.push(Row {
             label: format!("S5 S2b at {label}"),
             target: lower(12.0),
@@ -589,13 +661,53 @@ fn main() {
         },
     ];
     rows.splice(s4_at..s4_at, s4);
+    rows
+}
+
+fn main() {
+    if let Ok(which) = std::env::var("KPALLOC_BENCH_PROFILE") {
+        return profile(&which);
+    }
+    if let Ok(path) = std::env::var(ROWS_OUT) {
+        let rows = measure_rows();
+        std::fs::write(&path, save_rows(&rows)).expect("write the run's rows");
+        return;
+    }
+    // `cargo bench` passes `--bench`; nothing else is taken.
+    let md_path = std::env::var("KPALLOC_BENCH_MD")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/bench.md").into());
+    let png_path = std::env::var("KPALLOC_BENCH_PNG")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/bench.png").into());
+    let started = Instant::now();
+    let runs: Vec<Vec<Row>> = (1..=RUNS)
+        .map(|run| {
+            eprintln!("run {run} of {RUNS}");
+            let path = std::env::temp_dir().join(format!("kpalloc-bench-rows-{}-{run}", std::process::id()));
+            let status = std::process::Command::new(std::env::current_exe().expect("the bench's own path"))
+                .env(ROWS_OUT, &path)
+                .status()
+                .expect("run the bench");
+            assert!(status.success(), "run {run} failed: {status}");
+            let text = std::fs::read_to_string(&path).expect("read the run's rows");
+            let _ = std::fs::remove_file(&path);
+            load_rows(&text)
+        })
+        .collect();
+    let rows = median_rows(runs);
+    let s5_cells: Vec<Cells> = rows
+        .iter()
+        .filter(|row| row.label.starts_with("S5 "))
+        .map(|row| row.cells)
+        .collect();
+    assert_eq!(s5_cells.len(), S5_SIZES.len(), "one S5 row per size");
 
     let table = markdown(&rows);
     let doc = format!(
         "# kpalloc benchmarks\n\n\
          Measured {date} on {machine}. Single thread unless stated, 1 GiB (262144 pages) unless stated; \
-         each value is the mean, over {STACK_DEPTHS} stack depths {STACK_STEP} bytes apart, of the median of {BATCHES} batches of about {batch_us} µs \
-         (S4: median of {REPEATS} runs; threads: of {THREAD_REPEATS}, each on new threads with new stacks). \
+         each value is the median over {RUNS} runs, each a process of its own, one after another, of: \
+         the mean, over {STACK_DEPTHS} stack depths {STACK_STEP} bytes apart, of the median of {BATCHES} batches of about {batch_us} µs \
+         (S4: median of {REPEATS} fills and drains; threads: of {THREAD_REPEATS} runs, each on new threads with new stacks). \
          Ratios are kpalloc C ABI / peer (below 1: kpalloc is faster; for the thread ratio, above 1 is better). \
          Every allocator runs behind a spin lock; bitmap-allocator is `BitAlloc256M` at every size. \
          Reproduce with `scripts/bench.sh` (criterion: `cargo bench --manifest-path benches/Cargo.toml --bench pairs`). Run time {secs:.0} s.\n\n\
