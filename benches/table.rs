@@ -527,34 +527,63 @@ fn profiled_pairs<S: Subject>(s: &S, sc: PairScenario, n: u64) {
     }
 }
 
-/// `KPALLOC_BENCH_PROFILE=S2b` (or S1, S2, S3), optionally
+/// The S4 drain's frees, in the order given; a function of its own for
+/// `callgrind --toggle-collect`.
+#[inline(never)]
+fn profiled_drain<S: Subject>(s: &S, handles: &[S::H]) {
+    for &h in handles {
+        s.free(h, 1);
+    }
+}
+
+/// What `KPALLOC_BENCH_PROFILE` runs under callgrind.
+#[derive(Clone, Copy)]
+enum Profiled {
+    Pairs(PairScenario),
+    /// The S4 drain: every page of 1 GiB freed in random order.
+    Drain,
+}
+
+/// `KPALLOC_BENCH_PROFILE=S2b` (or S1, S2, S3, S4drain), optionally
 /// `KPALLOC_BENCH_SUBJECT=0` (the table's column, 0 = kpalloc C ABI), with
 /// `KPALLOC_BENCH_ARENA_GIB=16` under valgrind: builds the scenario
-/// for every allocator and runs 100000 pairs of each in `profiled_pairs`,
+/// for every allocator and runs 100000 pairs of each in `profiled_pairs`
+/// (or the S4 drain's frees in `profiled_drain`, printing their number),
 /// nothing else, for `valgrind --tool=callgrind
-/// --toggle-collect='table::profiled_pairs*'`: instructions per pair
-/// without the noise of timing.
+/// --toggle-collect='*profiled_*'`: instructions per pair (or free) without
+/// the noise of timing.
 fn profile(which: &str) {
-    let sc = match which {
-        "S1" => S1,
-        "S2" => S2,
-        "S2b" => S2B,
-        "S3" => S3,
+    let profiled = match which {
+        "S1" => Profiled::Pairs(S1),
+        "S2" => Profiled::Pairs(S2),
+        "S2b" => Profiled::Pairs(S2B),
+        "S3" => Profiled::Pairs(S3),
+        "S4drain" => Profiled::Drain,
         other => panic!("unknown scenario {other}"),
     };
     // KPALLOC_BENCH_SUBJECT=i (column i of the table) profiles one allocator.
     let only: Option<usize> = std::env::var("KPALLOC_BENCH_SUBJECT").ok().and_then(|v| v.parse().ok());
-    struct V(PairScenario, Option<usize>, usize);
+    struct V(Profiled, Option<usize>, usize);
     impl Visitor for V {
         fn visit<S: Subject>(&mut self) {
             if self.1.is_none_or(|i| i == self.2) {
-                let s = S::build(&self.0.setup());
-                profiled_pairs(&s, self.0, 100_000);
+                match self.0 {
+                    Profiled::Pairs(sc) => profiled_pairs(&S::build(&sc.setup()), sc, 100_000),
+                    Profiled::Drain => {
+                        let setup = s4_setup();
+                        let s = S::build(&setup);
+                        let (mut handles, _) = fill(&s, setup.free_pages());
+                        Rng::new(4).shuffle(&mut handles);
+                        profiled_drain(&s, &handles);
+                        // How many frees the profile holds.
+                        println!("{}", handles.len());
+                    }
+                }
             }
             self.2 += 1;
         }
     }
-    each_subject(&mut V(sc, only, 0));
+    each_subject(&mut V(profiled, only, 0));
 }
 
 /// One run: every row of the table, measured.
