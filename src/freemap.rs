@@ -281,8 +281,11 @@ impl<'m> FreeMap<'m> {
     }
 
     /// Marks page `bit` free. An order gains a run in the word only where
-    /// the aligned run around the page is now wholly free.
-    #[inline]
+    /// the aligned run around the page is now wholly free. Out of line:
+    /// in line, it makes the flush of a per-CPU cache, which frees page
+    /// after page, save registers for it (callgrind: 35 instructions more
+    /// per free in the random drain).
+    #[inline(never)]
     fn free_one(&mut self, bit: usize) {
         let (word, offset) = (bit / BITS, bit % BITS);
         let new = self.words[word] | 1 << offset;

@@ -183,6 +183,7 @@ impl RegionState {
     /// Returns the block of `pages` pages headed at `bit` (whose count the
     /// caller has already taken to zero) to the free pages, marked as
     /// holding the poison pattern if `poisoned`.
+    #[inline]
     pub(crate) fn release(&mut self, region: &Region, bit: usize, pages: usize, poisoned: bool) {
         let free = if poisoned { POISONED_FREE } else { 0 };
         for slot in &region.slots[bit..bit + pages] {
