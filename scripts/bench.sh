@@ -53,7 +53,7 @@ for arg in "$@"; do
             calls=${calls:-100000}
             # Only the toggled function is collected: the totals are its cost.
             ir=$(callgrind_annotate "$out/$sc-$i.cg" 2>/dev/null |
-              awk -v calls="$calls" '/PROGRAM TOTALS/ {gsub(",","",$1); printf "%.0f", $1/calls; exit}')
+              awk -v calls="$calls" '/PROGRAM TOTALS/ && !done {gsub(",","",$1); printf "%.0f", $1/calls; done=1}')
             row="$row $ir |"
           done
           echo "$row"

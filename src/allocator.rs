@@ -1112,22 +1112,40 @@ mod tests {
         assert!(allocator.check().is_ok());
     }
 
+    /// Checks that no field a lock-free call reads shares a cache line with
+    /// the lock of an `Allocator<H>`.
+    fn assert_lock_apart<H: Hooks>() {
+        let line = |offset: usize| offset / 64;
+        let lock = core::mem::offset_of!(Allocator<H>, inner);
+        let lock_lines = line(lock)..=line(lock + size_of::<OwnLines<Mutex<Inner>>>() - 1);
+        for (field, offset, size) in [
+            (
+                "config",
+                core::mem::offset_of!(Allocator<H>, config),
+                size_of::<Config>(),
+            ),
+            ("hooks", core::mem::offset_of!(Allocator<H>, hooks), size_of::<H>()),
+            (
+                "table",
+                core::mem::offset_of!(Allocator<H>, table),
+                size_of::<Published<RegionTable>>(),
+            ),
+            (
+                "caches",
+                core::mem::offset_of!(Allocator<H>, caches),
+                size_of::<Option<&CpuCaches>>(),
+            ),
+            ("faults_armed", core::mem::offset_of!(Allocator<H>, faults_armed), 1),
+        ] {
+            for byte in [offset, offset + size.max(1) - 1] {
+                assert!(!lock_lines.contains(&line(byte)), "{field} shares a line with the lock");
+            }
+        }
+    }
+
     #[test]
     fn the_lock_shares_no_cache_line_with_what_lock_free_calls_read() {
-        type A = Allocator<NoHooks>;
-        let line = |offset: usize| offset / 64;
-        let lock_lines = line(core::mem::offset_of!(A, inner))
-            ..=line(core::mem::offset_of!(A, inner) + size_of::<OwnLines<Mutex<Inner>>>() - 1);
-        for read in [
-            core::mem::offset_of!(A, config),
-            core::mem::offset_of!(A, table),
-            core::mem::offset_of!(A, caches),
-            core::mem::offset_of!(A, faults_armed),
-        ] {
-            assert!(
-                !lock_lines.contains(&line(read)),
-                "field at {read} shares a line with the lock"
-            );
-        }
+        assert_lock_apart::<NoHooks>();
+        assert_lock_apart::<crate::ffi::CHooks>();
     }
 }
