@@ -63,9 +63,10 @@ impl Slot {
     /// (the one before it then heads a block longer than one page).
     ///
     /// One comparison, not [`Slot::decode`]: its chain of tests branches on
-    /// the next page's state, as random as the frees that ask (a random
-    /// drain ran about a third faster without it). Only a real block's
-    /// interior slot is at least `INTERIOR | 2`.
+    /// the next page's state, as random as the frees that ask (callgrind's
+    /// branch simulation of a random drain: 1.39 mispredicted branches per
+    /// free with it, 0.80 without). Only a real block's interior slot is at
+    /// least `INTERIOR | 2`.
     #[inline]
     pub(crate) fn is_interior(next: u32) -> bool {
         next >= INTERIOR | 2
