@@ -1,6 +1,6 @@
 //! The summary table and plot: runs every scenario of `scenarios/mod.rs` on
-//! every allocator with its own timing loop (medians of batches at several
-//! stack depths), in RUNS processes of its own one after another, and takes
+//! every allocator with its own timing loop (medians of groups of
+//! batches), in RUNS processes of its own one after another, and takes
 //! each cell's median over them; prints a markdown table with kpalloc's
 //! targets and its ratios to each peer, writes it to docs/bench.md (or the
 //! path in KPALLOC_BENCH_MD) and plots ns per pair against memory size to
@@ -20,24 +20,24 @@ use scenarios::*;
 /// Batches per median, and the time one batch should take.
 const BATCHES: usize = 13;
 const BATCH_TIME: Duration = Duration::from_micros(200);
-/// Stack depths each time is measured at, and the step between them. Where
-/// the stack lies against the allocator's data decides between two speeds
-/// on this bench's machine (a kpalloc get+put pair: 12 or 22 ns, by
-/// placement alone), so a time taken at one depth is one draw of the two;
-/// the mean over depths spread across 4 KiB estimates the expected cost.
-const STACK_DEPTHS: usize = 8;
-const STACK_STEP: usize = 512;
-/// Whole runs, each in a process of its own: this bench's machine changes
-/// pace for seconds at a time (every allocator's S3, say, twice as slow in
-/// one run as in the next), and a process draws new addresses for its
-/// data. The table has each cell's median over the runs.
+/// Groups of BATCHES batches each time is the mean of the medians of. This
+/// bench's machine switches between two speeds for stretches of
+/// milliseconds to seconds, mid-process and at fixed addresses, for any
+/// code that touches a few dozen cache lines (a loop of read-modify-writes
+/// over 32 lines: 26 or 38 ns a round), so the mean over groups weighs
+/// both as they came.
+const GROUPS: usize = 8;
+/// Whole runs, each in a process of its own: the machine's pace also
+/// changes for seconds at a time (every allocator's S3, say, twice as slow
+/// in one run as in the next). The table has each cell's median over the
+/// runs.
 const RUNS: usize = 3;
 /// Set in a run's process: the file its rows go to.
 const ROWS_OUT: &str = "KPALLOC_BENCH_ROWS_OUT";
 /// Repetitions of the S4 fill/drain.
 const REPEATS: usize = 5;
-/// Repetitions of the thread runs: more, because each run's new threads
-/// land at new stack addresses (see STACK_DEPTHS).
+/// Repetitions of the thread runs: more, because the runs are short and
+/// each meets the machine at one speed (see GROUPS).
 const THREAD_REPEATS: usize = 11;
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -45,23 +45,8 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// Runs `f` with the stack about `depth` * STACK_STEP bytes deeper.
-#[inline(never)]
-fn at_stack_depth(depth: usize, f: &mut dyn FnMut() -> f64) -> f64 {
-    if depth == 0 {
-        return f();
-    }
-    // A frame of about STACK_STEP bytes (the pad plus the return address,
-    // saved registers and alignment), kept by the black boxes.
-    let pad = [0u8; STACK_STEP - 48];
-    std::hint::black_box(&pad);
-    let ns = at_stack_depth(depth - 1, f);
-    std::hint::black_box(&pad);
-    ns
-}
-
-/// ns per call of `op`: the mean over STACK_DEPTHS stack depths of the
-/// median of BATCHES batches at each.
+/// ns per call of `op`: the mean over GROUPS groups of the median of
+/// BATCHES batches in each.
 fn ns_per_call(mut op: impl FnMut()) -> f64 {
     // Calibrate: how many calls make a batch of BATCH_TIME.
     let mut batch = 1u64;
@@ -80,14 +65,10 @@ fn ns_per_call(mut op: impl FnMut()) -> f64 {
     for _ in 0..3 {
         time_batch(batch, &mut op);
     }
-    let per_depth: f64 = (0..STACK_DEPTHS)
-        .map(|depth| {
-            at_stack_depth(depth, &mut || {
-                median((0..BATCHES).map(|_| time_batch(batch, &mut op)).collect())
-            })
-        })
+    let per_group: f64 = (0..GROUPS)
+        .map(|_| median((0..BATCHES).map(|_| time_batch(batch, &mut op)).collect()))
         .sum();
-    per_depth / STACK_DEPTHS as f64
+    per_group / GROUPS as f64
 }
 
 /// One value per allocator (in `SUBJECTS` order).
@@ -735,7 +716,7 @@ fn main() {
         "# kpalloc benchmarks\n\n\
          Measured {date} on {machine}. Single thread unless stated, 1 GiB (262144 pages) unless stated; \
          each value is the median over {RUNS} runs, each a process of its own, one after another, of: \
-         the mean, over {STACK_DEPTHS} stack depths {STACK_STEP} bytes apart, of the median of {BATCHES} batches of about {batch_us} µs \
+         the mean, over {GROUPS} groups, of the median of {BATCHES} batches of about {batch_us} µs \
          (S4: median of {REPEATS} fills and drains; threads: of {THREAD_REPEATS} runs, each on new threads with new stacks). \
          Ratios are kpalloc C ABI / peer (below 1: kpalloc is faster; for the thread ratio, above 1 is better). \
          Every allocator runs behind a spin lock; bitmap-allocator is `BitAlloc256M` at every size. \
