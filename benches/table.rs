@@ -24,7 +24,7 @@ const BATCH_TIME: Duration = Duration::from_micros(200);
 /// bench's machine switches between two speeds for stretches of
 /// milliseconds to seconds, mid-process and at fixed addresses, for any
 /// code that touches a few dozen cache lines (a loop of read-modify-writes
-/// over 32 lines: 26 or 38 ns a round), so the mean over groups weighs
+/// over 32 lines: 26 or 36 to 41 ns a round), so the mean over groups weighs
 /// both as they came.
 const GROUPS: usize = 8;
 /// Whole runs, each in a process of its own: the machine's pace also
