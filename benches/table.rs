@@ -508,15 +508,6 @@ fn profiled_pairs<S: Subject>(s: &S, sc: PairScenario, n: u64) {
     }
 }
 
-/// The S4 drain's frees, in the order given; a function of its own for
-/// `callgrind --toggle-collect`.
-#[inline(never)]
-fn profiled_drain<S: Subject>(s: &S, handles: &[S::H]) {
-    for &h in handles {
-        s.free(h, 1);
-    }
-}
-
 /// What `KPALLOC_BENCH_PROFILE` runs under callgrind.
 #[derive(Clone, Copy)]
 enum Profiled {
@@ -529,10 +520,10 @@ enum Profiled {
 /// `KPALLOC_BENCH_SUBJECT=0` (the table's column, 0 = kpalloc C ABI), with
 /// `KPALLOC_BENCH_ARENA_GIB=16` under valgrind: builds the scenario
 /// for every allocator and runs 100000 pairs of each in `profiled_pairs`
-/// (or the S4 drain's frees in `profiled_drain`, printing their number),
+/// (or the S4 drain's frees in `free_each`, printing their number),
 /// nothing else, for `valgrind --tool=callgrind
-/// --toggle-collect='*profiled_*'`: instructions per pair (or free) without
-/// the noise of timing.
+/// --toggle-collect='*profiled_pairs*'` (or `'*free_each*'`): instructions
+/// per pair (or free) without the noise of timing.
 fn profile(which: &str) {
     let profiled = match which {
         "S1" => Profiled::Pairs(S1),
@@ -555,7 +546,7 @@ fn profile(which: &str) {
                         let s = S::build(&setup);
                         let (mut handles, _) = fill(&s, setup.free_pages());
                         Rng::new(4).shuffle(&mut handles);
-                        profiled_drain(&s, &handles);
+                        free_each(&s, &handles);
                         // How many frees the profile holds.
                         println!("{}", handles.len());
                     }

@@ -43,7 +43,7 @@ for arg in "$@"; do
         echo "| scenario | ${names[0]} | ${names[1]} | ${names[2]} | ${names[3]} | ${names[4]} |"
         echo "|---|--:|--:|--:|--:|--:|"
         for sc in S1 S2 S2b S3 S4drain; do
-          if [ "$sc" = S4drain ]; then fn=profiled_drain; else fn=profiled_pairs; fi
+          if [ "$sc" = S4drain ]; then fn=free_each; else fn=profiled_pairs; fi
           row="| ${sc/S4drain/S4 drain} |"
           for i in 0 1 2 3 4; do
             # The drain prints how many frees it made; pairs are 100000.
