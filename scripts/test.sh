@@ -9,7 +9,8 @@
 #   ctest        the C suite (cmocka, plain and ASan/UBSan), the Pintos
 #                drop-in, the header check, the demo, the installed-package
 #                consumer, the kernel link check and five QEMU boots;
-#   fuzz         differential fuzzing against the model, 60 s.
+#   fuzz         fuzzing: differential against the model, then the per-CPU
+#                caches against their shadow, 45 s each.
 # Installs what is missing (scripts/setup.sh). Ends with "N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +45,7 @@ layer "loom" env RUSTFLAGS="--cfg loom" cargo test --quiet --release --lib --tar
 # C ABI (the model walk, stress and signal tests are for native runs).
 layer "miri" ./scripts/miri.sh --lib --test allocator --test c_abi --test rust_api --test miri_soundness --test cpu_cache
 layer "ctest" ctest_all
-layer "fuzz" ./scripts/fuzz.sh 60
+layer "fuzz" ./scripts/fuzz.sh 45
 
 echo
 echo "layers: $passed passed, $failed failed"

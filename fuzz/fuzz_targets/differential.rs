@@ -41,7 +41,11 @@ fn align(u: &mut Unstructured) -> Result<usize> {
 }
 
 fn offset(u: &mut Unstructured) -> Result<i16> {
-    Ok(if u.ratio(1u8, 6)? { u.int_in_range(-4095..=4095)? } else { 0 })
+    Ok(if u.ratio(1u8, 6)? {
+        u.int_in_range(-4095..=4095)?
+    } else {
+        0
+    })
 }
 
 fn add_region(u: &mut Unstructured) -> Result<Op> {
@@ -65,11 +69,28 @@ fn flags(u: &mut Unstructured) -> Result<u32> {
 fn op(u: &mut Unstructured) -> Result<Op> {
     Ok(match u.int_in_range(0u8..=35)? {
         0 => add_region(u)?,
-        1..=10 => Op::Alloc { count: count(u)?, align: align(u)?, flags: flags(u)?, assert: u.arbitrary()? },
+        1..=10 => Op::Alloc {
+            count: count(u)?,
+            align: align(u)?,
+            flags: flags(u)?,
+            assert: u.arbitrary()?,
+        },
         11..=13 => {
-            let target = if u.ratio(3u8, 4)? { Target::FreePage(u.arbitrary()?) } else { target(u)? };
-            let count = if u.ratio(4u8, 5)? { u.int_in_range(1..=8)? } else { count(u)? };
-            Op::AllocAt { target, count, flags: flags(u)? }
+            let target = if u.ratio(3u8, 4)? {
+                Target::FreePage(u.arbitrary()?)
+            } else {
+                target(u)?
+            };
+            let count = if u.ratio(4u8, 5)? {
+                u.int_in_range(1..=8)?
+            } else {
+                count(u)?
+            };
+            Op::AllocAt {
+                target,
+                count,
+                flags: flags(u)?,
+            }
         }
         14..=20 => Op::Free(target(u)?),
         21..=24 => Op::Get(target(u)?),
