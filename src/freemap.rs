@@ -206,7 +206,7 @@ impl<'m> FreeMap<'m> {
         self.set_run(start, count, free)
     }
 
-    #[inline(never)]
+    #[inline]
     fn set_run(&mut self, start: usize, count: usize, free: bool) {
         if count > 0 && start / BITS == (start + count - 1) / BITS {
             // Within one word (most runs): one mask, one store.
@@ -446,6 +446,7 @@ impl<'m> FreeMap<'m> {
         self.find_run(req)
     }
 
+    #[inline]
     fn find_run(&mut self, req: Request) -> Option<usize> {
         let Request { count, align, limit } = req;
         debug_assert!(count >= 1 && align.is_power_of_two());

@@ -112,6 +112,7 @@ impl RegionState {
 
     /// Finds the first free run of `count` pages aligned to `align` that
     /// ends at or below frame `limit`; returns its first bit.
+    #[inline]
     pub(crate) fn find_run(&mut self, region: &Region, count: usize, align: usize, limit: Pfn) -> Option<usize> {
         if self.free_pages < count as u64 || self.run_bound < count as u64 || limit <= region.usable {
             return None;
