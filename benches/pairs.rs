@@ -59,7 +59,7 @@ fn s4(c: &mut Criterion) {
             let setup = s4_setup();
             let pages = setup.free_pages();
             let s = S::build(&setup);
-            let mut rng = Rng::new(4);
+            let mut rng = s4_rng();
             // One iteration is one allocation (of a full fill from empty)
             // or one free (of a full drain in random order).
             self.fill.bench_function(format!("fill/{}", S::NAME), |b| {
@@ -80,8 +80,7 @@ fn s4(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     let mut done = 0;
                     while done < iters {
-                        let (mut handles, _) = fill(&s, pages);
-                        rng.shuffle(&mut handles);
+                        let (handles, _) = fill_shuffled(&s, pages, &mut rng);
                         total += drain(&s, &handles);
                         done += pages as u64;
                     }

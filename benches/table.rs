@@ -222,12 +222,11 @@ fn s4_rows() -> (Cells, Cells) {
             let setup = s4_setup();
             let pages = setup.free_pages();
             let s = S::build(&setup);
-            let mut rng = Rng::new(4);
+            let mut rng = s4_rng();
             let (mut fills, mut drains) = (Vec::new(), Vec::new());
             for _ in 0..REPEATS {
-                let (mut handles, took) = fill(&s, pages);
+                let (handles, took) = fill_shuffled(&s, pages, &mut rng);
                 fills.push(took.as_nanos() as f64 / pages as f64);
-                rng.shuffle(&mut handles);
                 drains.push(drain(&s, &handles).as_nanos() as f64 / pages as f64);
             }
             let (f, d) = (median(fills), median(drains));
@@ -544,8 +543,7 @@ fn profile(which: &str) {
                     Profiled::Drain => {
                         let setup = s4_setup();
                         let s = S::build(&setup);
-                        let (mut handles, _) = fill(&s, setup.free_pages());
-                        Rng::new(4).shuffle(&mut handles);
+                        let (handles, _) = fill_shuffled(&s, setup.free_pages(), &mut s4_rng());
                         free_each(&s, &handles);
                         // How many frees the profile holds.
                         println!("{}", handles.len());

@@ -706,6 +706,19 @@ pub fn fill<S: Subject>(s: &S, expect: usize) -> (Vec<S::H>, Duration) {
     (handles, took)
 }
 
+/// S4: [`fill`], its handles then shuffled by `rng` (from [`s4_rng`]) into
+/// the drain's random order.
+pub fn fill_shuffled<S: Subject>(s: &S, expect: usize, rng: &mut Rng) -> (Vec<S::H>, Duration) {
+    let (mut handles, took) = fill(s, expect);
+    rng.shuffle(&mut handles);
+    (handles, took)
+}
+
+/// The generator of S4's drain orders: every runner shuffles with it.
+pub fn s4_rng() -> Rng {
+    Rng::new(4)
+}
+
 /// S4: frees every handle (in the order given), returning the time taken.
 pub fn drain<S: Subject>(s: &S, handles: &[S::H]) -> Duration {
     let start = Instant::now();
