@@ -725,6 +725,7 @@ pub fn drain<S: Subject>(s: &S, handles: &[S::H]) -> Duration {
     free_each(s, handles);
     start.elapsed()
 }
+
 /// Frees every handle, in the order given: the drain's loop, a function of
 /// its own so that `callgrind --toggle-collect='*free_each*'` counts it.
 #[inline(never)]
