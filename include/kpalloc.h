@@ -364,7 +364,9 @@ page_status page_init(const struct page_config *cfg);
  * mapped yet. Regions may be added at any time, in any order.
  *
  * Returns `PAGE_OK`; `PAGE_EINVAL` for an empty or reversed range, an
- * address beyond 2^52, or an unknown pool; `PAGE_EOVERLAP` if it shares a
+ * address beyond 2^52, a range whose kernel virtual addresses wrap around
+ * or do not fit in a pointer (on a 32-bit kernel, memory beyond its
+ * direct map), or an unknown pool; `PAGE_EOVERLAP` if it shares a
  * page with a region added before; `PAGE_ETOOSMALL` if it cannot hold its
  * metadata plus one page; `PAGE_EUNINIT`. On error nothing changes.
  * Not from interrupt context (it writes the metadata under the lock).

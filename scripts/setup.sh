@@ -9,6 +9,7 @@ command -v gcc >/dev/null || need_apt+=(gcc)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
 [ -f /usr/include/cmocka.h ] || need_apt+=(libcmocka-dev)
+dpkg -s gcc-multilib >/dev/null 2>&1 || need_apt+=(gcc-multilib) # 32-bit tests and kernel library
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -20,7 +21,9 @@ if ! command -v cargo >/dev/null; then
   # rustup installs into ~/.cargo/bin.
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
-if ! rustup target list --installed | grep -qx x86_64-unknown-none; then
-  echo "setup: adding the x86_64-unknown-none target"
-  rustup target add x86_64-unknown-none
-fi
+for target in x86_64-unknown-none i686-unknown-linux-gnu; do
+  if ! rustup target list --installed | grep -qx "$target"; then
+    echo "setup: adding the $target target"
+    rustup target add "$target"
+  fi
+done

@@ -345,7 +345,9 @@ impl<H: Hooks> Allocator<H> {
 
     /// Hands the pages of `[start, end)` (rounded inward to pages) to the
     /// allocator, in `pool`. Its metadata is written into its first pages;
-    /// no other page of it is read or written until allocated.
+    /// no other page of it is read or written until allocated. `EINVAL`,
+    /// and nothing changes, if the range is empty or its kernel virtual
+    /// addresses wrap around or do not fit in a pointer.
     ///
     /// # Safety
     /// The whole range, at its kernel virtual address (physical +
@@ -357,10 +359,13 @@ impl<H: Hooks> Allocator<H> {
             if end <= start {
                 return Err(PageStatus::EINVAL);
             }
-            // The kernel virtual range must not wrap around.
-            end.as_u64()
+            // The kernel virtual range must not wrap around, and must fit
+            // in a pointer (on 32-bit targets, memory above the direct map).
+            let kva_end = end
+                .as_u64()
                 .checked_add(self.config.phys_offset)
                 .ok_or(PageStatus::EINVAL)?;
+            usize::try_from(kva_end - 1).map_err(|_| PageStatus::EINVAL)?;
             let first = Pfn::containing(start.align_up(KPALLOC_PAGE_SIZE as u64).as_u64());
             let last = Pfn::containing(end.as_u64());
             if first >= last {

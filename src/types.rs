@@ -42,7 +42,6 @@ pub const KPALLOC_MAX_CPUS: usize = 16;
 pub const PAGE_REFCOUNT_MAX: u32 = 0x7FFF_FFFF;
 
 const _: () = assert!(1 << KPALLOC_PAGE_SHIFT == KPALLOC_PAGE_SIZE);
-const _: () = assert!(usize::BITS == 64, "kpalloc is written for 64-bit address spaces");
 
 /// A physical page frame number: physical address >> 12.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

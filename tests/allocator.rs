@@ -3,7 +3,8 @@
 mod common;
 
 use common::{TestMemory, PAGE};
-use kpalloc::{AllocFlags, PageStatus, Pool};
+use kpalloc::{AllocFlags, Allocator, Config, NoHooks, PageStatus, Pool};
+use x86_64::PhysAddr;
 
 const NONE: AllocFlags = AllocFlags::NONE;
 
@@ -262,8 +263,14 @@ fn zero_flag_clears_the_block() {
 fn huge_counts_and_alignments_fail_fast() {
     let (_memory, allocator) = one_region(64);
     assert_eq!(allocator.alloc(usize::MAX, 1, NONE), Err(PageStatus::ENOMEM));
-    assert_eq!(allocator.alloc(1 << 40, 1, NONE), Err(PageStatus::ENOMEM));
-    assert_eq!(allocator.alloc(1, 1 << 62, NONE), Err(PageStatus::ENOMEM));
+    assert_eq!(
+        allocator.alloc(1 << (usize::BITS - 24), 1, NONE),
+        Err(PageStatus::ENOMEM)
+    );
+    assert_eq!(
+        allocator.alloc(1, 1 << (usize::BITS - 2), NONE),
+        Err(PageStatus::ENOMEM)
+    );
     assert_eq!(allocator.alloc(64, 1, NONE), Err(PageStatus::ENOMEM));
     assert!(allocator.alloc(63, 1, NONE).is_ok());
 }
@@ -368,6 +375,35 @@ fn every_misuse_is_refused_with_its_own_status_and_changes_nothing() {
 }
 
 #[test]
+fn a_range_without_kernel_virtual_addresses_is_refused() {
+    // Kernel virtual addresses that wrap around, and (on a 32-bit target)
+    // ones from 4 GiB up: refused before any memory is touched.
+    let kva_wraps = Allocator::new(
+        Config {
+            phys_offset: u64::MAX - 8 * PAGE + 1,
+            debug: 0,
+        },
+        NoHooks,
+    );
+    let range = (PhysAddr::new(0x10_0000), PhysAddr::new(0x10_0000 + 16 * PAGE));
+    assert_eq!(
+        unsafe { kva_wraps.add_region(range.0, range.1, Pool::Kernel) },
+        Err(PageStatus::EINVAL)
+    );
+    if cfg!(target_pointer_width = "32") {
+        let direct_map = Allocator::new(Config::default(), NoHooks);
+        for (start, end) in [
+            (1 << 32, (1 << 32) + 16 * PAGE),
+            ((1 << 32) - 8 * PAGE, (1 << 32) + 8 * PAGE),
+        ] {
+            let result = unsafe { direct_map.add_region(PhysAddr::new(start), PhysAddr::new(end), Pool::Kernel) };
+            assert_eq!(result, Err(PageStatus::EINVAL), "{start:#x}..{end:#x}");
+        }
+        assert_eq!(direct_map.stats().regions, 0);
+    }
+}
+
+#[test]
 fn bad_regions_are_refused_and_change_nothing() {
     let memory = TestMemory::new(0x10_0000, 64);
     let allocator = memory.allocator();
@@ -388,7 +424,10 @@ fn bad_regions_are_refused_and_change_nothing() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "needs a kernel virtual address above 4 GiB")]
+#[cfg_attr(
+    any(miri, target_pointer_width = "32"),
+    ignore = "needs a kernel virtual address above 4 GiB"
+)]
 fn dma32_allocations_stay_below_4_gib() {
     // 8 pages just below 4 GiB and 64 above, in one region.
     let memory = TestMemory::new((1 << 32) - 16 * PAGE, 80);

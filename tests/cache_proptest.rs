@@ -10,6 +10,7 @@ mod tallied_cases;
 
 use cache_model::{flag_bits, Harness, Length, Op, Target, BASES, CPUS};
 use kpalloc::CpuCaches;
+use model::fakeable;
 use proptest::prelude::*;
 use tallied_cases::run_tallied;
 
@@ -63,13 +64,13 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// Physical bases: low memory, straddling 4 GiB (DMA32 fits in part of the
-/// memory), high memory (DMA32 never fits): [`BASES`]. Miri only gets the
-/// low one.
+/// memory), high memory (DMA32 never fits): [`BASES`]. Miri, and a 32-bit
+/// target, only get the low one.
 fn bases() -> Vec<u64> {
     if cfg!(miri) {
         BASES[..1].to_vec()
     } else {
-        BASES.to_vec()
+        fakeable(&BASES)
     }
 }
 

@@ -41,10 +41,11 @@ pub struct FakeMemory {
 impl FakeMemory {
     pub fn new(phys_base: u64, pages: u64) -> Self {
         assert!(phys_base % PAGE == 0 && pages > 0);
-        // Under Miri (low heap addresses) aligned past the physical end, so
-        // that the kernel virtual address is above the physical one and
-        // phys_offset does not wrap (add_region refuses a wrapping range).
-        let align = if cfg!(miri) {
+        // Where heap addresses are low (Miri, 32-bit targets) aligned past
+        // the physical end, so that the kernel virtual address is above the
+        // physical one and phys_offset does not wrap (add_region refuses a
+        // wrapping range).
+        let align = if cfg!(miri) || cfg!(target_pointer_width = "32") {
             (phys_base + pages * PAGE).next_power_of_two().clamp(PAGE, 1 << 29)
         } else {
             PAGE
@@ -525,6 +526,18 @@ pub enum Op {
 /// The physical bases the harness chooses from: page 0, 1 MiB, an odd page
 /// (not 64-page aligned), just below 4 GiB (DMA32 edge), high memory.
 pub const PHYS_BASES: [u64; 5] = [0, 0x10_0000, 0x10_3000, (1 << 32) - 0x4d000, 1 << 40];
+
+/// The physical bases of `bases` a test process can fake memory at: a
+/// 32-bit one has no kernel virtual addresses near 4 GiB and above, so
+/// only the low ones.
+pub fn fakeable(bases: &[u64]) -> Vec<u64> {
+    let low = |base: u64| base < 1 << 30;
+    bases
+        .iter()
+        .copied()
+        .filter(|&base| cfg!(target_pointer_width = "64") || low(base))
+        .collect()
+}
 
 /// The model and an allocator over the same fake memory, in lock step.
 pub struct Differential {
