@@ -5,7 +5,7 @@
 
 use core::ffi::CStr;
 use core::panic::Location;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use spin::Mutex;
 use x86_64::PhysAddr;
@@ -243,7 +243,9 @@ pub struct Allocator<H: Hooks = NoHooks> {
     inner: OwnLines<Mutex<Inner>>,
     /// The current table of regions, readable without the lock.
     table: Published<RegionTable>,
-    misuse_reports: AtomicU64,
+    /// Calls refused as misuse. A native word: a 32-bit kernel then counts
+    /// and reads it without the x87 FPU (an `AtomicU64` load on i586).
+    misuse_reports: AtomicUsize,
     /// Per-CPU caches of single pages, if on.
     caches: Option<&'static CpuCaches>,
     /// Whether scheduled failures are on: allocations then take the locked
@@ -290,7 +292,7 @@ impl<H: Hooks> Allocator<H> {
                 faults: FaultPlan::default(),
             })),
             table: Published::empty(),
-            misuse_reports: AtomicU64::new(0),
+            misuse_reports: AtomicUsize::new(0),
             caches,
             faults_armed: AtomicBool::new(false),
         }
@@ -973,7 +975,7 @@ impl<H: Hooks> Allocator<H> {
 
     /// A consistent snapshot of the counters.
     pub fn stats(&self) -> PageStats {
-        let misuse_reports = self.misuse_reports.load(Ordering::Relaxed);
+        let misuse_reports = self.misuse_reports.load(Ordering::Relaxed) as u64;
         let cached = |pool| self.caches.map_or(0, |caches| caches.cached_pages(pool));
         self.locked(|inner| {
             let (kernel_cached, user_cached) = (cached(Pool::Kernel), cached(Pool::User));

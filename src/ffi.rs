@@ -196,8 +196,9 @@ pub extern "C" fn page_alloc(count: usize, flags: u32) -> *mut c_void {
 
 /// `page_alloc(count, flags)` recording `tag` as the block's allocation
 /// site under `PAGE_DEBUG_TRACK` (ignored otherwise), for leak reports by
-/// `page_for_each_live`. `PAGE_ALLOC_HERE(count, flags)` passes
-/// "file:line". Same returns as `page_alloc_aligned`.
+/// `page_for_each_live` (its first 4096 bytes are kept).
+/// `PAGE_ALLOC_HERE(count, flags)` passes "file:line". Same returns as
+/// `page_alloc_aligned`.
 ///
 /// # Safety
 /// `tag` is NULL or a NUL-terminated string that stays valid and unchanged

@@ -1,6 +1,6 @@
 //! Where a block was allocated, recorded under `PAGE_DEBUG_TRACK`.
 
-use core::ffi::{c_char, CStr};
+use core::ffi::c_char;
 use core::panic::Location;
 
 /// An allocation site: a file name (or a C tag such as "file.c:42") and a
@@ -12,6 +12,9 @@ pub struct Tag {
     len: u32,
     line: u32,
 }
+
+/// The longest C tag kept; a longer one is cut.
+const MAX_C_TAG_LEN: usize = 4096;
 
 impl Tag {
     /// No site recorded.
@@ -40,11 +43,18 @@ impl Tag {
         if tag.is_null() {
             return Tag::NONE;
         }
-        // SAFETY: per this function's contract.
-        let text = unsafe { CStr::from_ptr(tag) }.to_bytes();
+        // Measured here, with a bound, not with CStr::from_ptr: on a hosted
+        // target (a 32-bit kernel is built for one) that calls the C
+        // library's strlen, which a kernel need not have.
+        let mut len = 0;
+        // SAFETY: per this function's contract, every byte up to the NUL
+        // is readable.
+        while len < MAX_C_TAG_LEN && unsafe { *tag.add(len) } != 0 {
+            len += 1;
+        }
         Tag {
-            text: text.as_ptr() as usize,
-            len: text.len().min(u32::MAX as usize) as u32,
+            text: tag as usize,
+            len: len as u32,
             line: 0,
         }
     }
@@ -71,5 +81,31 @@ impl Tag {
     /// The line, or 0 when the text carries it.
     pub fn line(&self) -> u32 {
         self.line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_c_tag_is_measured_up_to_its_nul_and_cut_past_the_bound() {
+        static SHORT: &[u8] = b"page tables\0";
+        static LONG: [u8; MAX_C_TAG_LEN + 101] = {
+            let mut text = [b'a'; MAX_C_TAG_LEN + 101];
+            text[MAX_C_TAG_LEN + 100] = 0;
+            text
+        };
+        // SAFETY: NUL-terminated statics, and NULL.
+        let (short, long, none) = unsafe {
+            (
+                Tag::from_c(SHORT.as_ptr().cast()),
+                Tag::from_c(LONG.as_ptr().cast()),
+                Tag::from_c(core::ptr::null()),
+            )
+        };
+        assert_eq!(short.text(), b"page tables");
+        assert_eq!(long.text().len(), MAX_C_TAG_LEN);
+        assert!(none.text().is_empty());
     }
 }
