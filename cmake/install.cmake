@@ -1,7 +1,9 @@
-# `cmake --install`: libkpalloc.a (and libkpalloc_kernel.a when the target
-# kpalloc::kpalloc_kernel exists), the headers, kpalloc::pintos, a CMake
-# package (find_package(kpalloc) gives kpalloc::kpalloc, kpalloc::pintos and
-# kpalloc::kpalloc_kernel when installed) and kpalloc.pc for pkg-config.
+# `cmake --install`: libkpalloc.a (and libkpalloc_kernel.a and
+# libkpalloc_kernel_i386.a when the targets kpalloc::kpalloc_kernel and
+# kpalloc::kpalloc_kernel_i386 exist), the headers, kpalloc::pintos, a CMake
+# package (find_package(kpalloc) gives kpalloc::kpalloc, kpalloc::pintos,
+# kpalloc::kpalloc_kernel and kpalloc::kpalloc_kernel_i386 when installed)
+# and kpalloc.pc for pkg-config.
 # Included from the top-level CMakeLists.txt; the ctest
 # consumer_find_package checks an installed tree with examples/consumer.
 include(GNUInstallDirs)
@@ -21,18 +23,19 @@ if(TARGET kpalloc_pintos)
   install(EXPORT kpallocTargets NAMESPACE kpalloc:: DESTINATION ${KPALLOC_CMAKE_DIR})
 endif()
 
-# The freestanding library, if this build defines it. Deferred to the end of
-# the top-level directory so that the target may be defined after this file
-# is included.
-function(kpalloc_install_kernel_library)
-  if(NOT TARGET kpalloc::kpalloc_kernel)
-    return()
-  endif()
-  # A STATIC library, IMPORTED (cargo-built) or an ALIAS of a real target.
-  install(FILES $<TARGET_FILE:kpalloc::kpalloc_kernel>
-    DESTINATION ${CMAKE_INSTALL_LIBDIR} RENAME libkpalloc_kernel.a)
+# The freestanding libraries this build defines (x86-64, i386). Deferred to
+# the end of the top-level directory so that the targets may be defined
+# after this file is included.
+function(kpalloc_install_kernel_libraries)
+  foreach(name kpalloc_kernel kpalloc_kernel_i386)
+    if(TARGET kpalloc::${name})
+      # A STATIC library, IMPORTED (cargo-built) or an ALIAS of a real target.
+      install(FILES $<TARGET_FILE:kpalloc::${name}>
+        DESTINATION ${CMAKE_INSTALL_LIBDIR} RENAME lib${name}.a)
+    endif()
+  endforeach()
 endfunction()
-cmake_language(DEFER DIRECTORY ${PROJECT_SOURCE_DIR} CALL kpalloc_install_kernel_library)
+cmake_language(DEFER DIRECTORY ${PROJECT_SOURCE_DIR} CALL kpalloc_install_kernel_libraries)
 
 configure_package_config_file(${CMAKE_CURRENT_LIST_DIR}/kpallocConfig.cmake.in
   ${PROJECT_BINARY_DIR}/kpallocConfig.cmake

@@ -1,29 +1,34 @@
-# kpalloc for kernels: the same crate built freestanding for
-# x86_64-unknown-none and prelinked by tools/prelink.sh, as IMPORTED targets
-#   kpalloc::kpalloc_kernel        the target's default (PIC, kernel code
-#                                  model): kernels linked in the top 2 GiB
-#                                  (-mcmodel=kernel)
+# kpalloc for kernels: the same crate built freestanding and prelinked by
+# tools/prelink.sh, as IMPORTED targets
+#   kpalloc::kpalloc_kernel        x86_64-unknown-none, the target's default
+#                                  (PIC, kernel code model): kernels linked
+#                                  in the top 2 GiB (-mcmodel=kernel)
 #   kpalloc::kpalloc_kernel_large  static relocations, large code model:
 #                                  kernels linked above 4 GiB (-mcmodel=large)
+#   kpalloc::kpalloc_kernel_i386   32-bit (i586-unknown-linux-gnu: no SSE,
+#                                  core only), static relocations: i386
+#                                  kernels such as the original Pintos (-m32)
 # A kernel's CMake needs one line:
 #   target_link_libraries(mykernel PRIVATE kpalloc::kpalloc_kernel)
 # Included from the top-level CMakeLists.txt (needs CARGO).
 
 set(KPALLOC_KERNEL_RUST_TARGET x86_64-unknown-none)
+set(KPALLOC_KERNEL_I386_RUST_TARGET i586-unknown-linux-gnu)
 set(KPALLOC_KERNEL_DIR ${CMAKE_BINARY_DIR}/kernel-lib)
 
-# kpalloc_kernel_variant(NAME RUSTFLAGS TARGET)
-#   builds ${KPALLOC_KERNEL_DIR}/NAME/libkpalloc.a with RUSTFLAGS and wraps
-#   it as the IMPORTED target TARGET (when TARGET is not empty).
-function(kpalloc_kernel_variant name rustflags imported)
+# kpalloc_kernel_variant(NAME RUST_TARGET RUSTFLAGS TARGET)
+#   builds ${KPALLOC_KERNEL_DIR}/NAME/libkpalloc.a for RUST_TARGET with
+#   RUSTFLAGS and wraps it as the IMPORTED target TARGET (when TARGET is
+#   not empty).
+function(kpalloc_kernel_variant name rust_target rustflags imported)
   set(cargo_dir ${KPALLOC_KERNEL_DIR}/${name}/cargo)
   set(lib ${KPALLOC_KERNEL_DIR}/${name}/libkpalloc.a)
   add_custom_target(kpalloc_cargo_kernel_${name} ALL
     COMMAND ${CMAKE_COMMAND} -E env "RUSTFLAGS=${rustflags}" ${KPALLOC_KERNEL_CARGO_ENV}
       ${CARGO} build --quiet --release --no-default-features
-      --target ${KPALLOC_KERNEL_RUST_TARGET} --target-dir ${cargo_dir}
+      --target ${rust_target} --target-dir ${cargo_dir}
     COMMAND ${CMAKE_SOURCE_DIR}/tools/prelink.sh
-      ${cargo_dir}/${KPALLOC_KERNEL_RUST_TARGET}/release/libkpalloc.a ${lib}
+      ${cargo_dir}/${rust_target}/release/libkpalloc.a ${lib}
     WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}
     BYPRODUCTS ${lib}
     COMMENT "cargo build (freestanding library, ${name})"
@@ -39,8 +44,11 @@ function(kpalloc_kernel_variant name rustflags imported)
 endfunction()
 
 set(KPALLOC_KERNEL_CARGO_ENV "")
-kpalloc_kernel_variant(default "" kpalloc::kpalloc_kernel)
-kpalloc_kernel_variant(large "-C relocation-model=static -C code-model=large" kpalloc::kpalloc_kernel_large)
+kpalloc_kernel_variant(default ${KPALLOC_KERNEL_RUST_TARGET} "" kpalloc::kpalloc_kernel)
+kpalloc_kernel_variant(large ${KPALLOC_KERNEL_RUST_TARGET}
+  "-C relocation-model=static -C code-model=large" kpalloc::kpalloc_kernel_large)
+kpalloc_kernel_variant(i386 ${KPALLOC_KERNEL_I386_RUST_TARGET}
+  "-C relocation-model=static" kpalloc::kpalloc_kernel_i386)
 
 if(BUILD_TESTING)
   # One more build of the default variant, only to measure stack use: the
@@ -48,7 +56,9 @@ if(BUILD_TESTING)
   # the stable compiler accept that one -Z flag), read by
   # tools/stack_usage.py in the ctest kernel_link_check.
   set(KPALLOC_KERNEL_CARGO_ENV RUSTC_BOOTSTRAP=1)
-  kpalloc_kernel_variant(stacksizes "-Z emit-stack-sizes" "")
+  kpalloc_kernel_variant(stacksizes ${KPALLOC_KERNEL_RUST_TARGET} "-Z emit-stack-sizes" "")
+  kpalloc_kernel_variant(i386_stacksizes ${KPALLOC_KERNEL_I386_RUST_TARGET}
+    "-C relocation-model=static -Z emit-stack-sizes" "")
 
   add_test(NAME kernel_link_check
     COMMAND ${CMAKE_SOURCE_DIR}/tools/kernel_link_check.sh
@@ -60,4 +70,9 @@ if(BUILD_TESTING)
       ${KPALLOC_KERNEL_LIB_large} ""
       ${CMAKE_SOURCE_DIR}/include ${CMAKE_BINARY_DIR}/kernel-link-check-large)
   set_tests_properties(kernel_link_check_large PROPERTIES TIMEOUT 120)
+  add_test(NAME kernel_link_check_i386
+    COMMAND ${CMAKE_SOURCE_DIR}/tools/kernel_link_check.sh --i386
+      ${KPALLOC_KERNEL_LIB_i386} ${KPALLOC_KERNEL_LIB_i386_stacksizes}
+      ${CMAKE_SOURCE_DIR}/include ${CMAKE_BINARY_DIR}/kernel-link-check-i386)
+  set_tests_properties(kernel_link_check_i386 PROPERTIES TIMEOUT 120)
 endif()

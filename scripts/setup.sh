@@ -21,7 +21,7 @@ if ! command -v cargo >/dev/null; then
   # rustup installs into ~/.cargo/bin.
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
-for target in x86_64-unknown-none i686-unknown-linux-gnu; do
+for target in x86_64-unknown-none i586-unknown-linux-gnu; do
   if ! rustup target list --installed | grep -qx "$target"; then
     echo "setup: adding the $target target"
     rustup target add "$target"

@@ -5,7 +5,7 @@
 #                ABI called from Rust, the 8-thread stress test and the
 #                signal-reentrance test;
 #   cargo test (32-bit)
-#                the same on i686, as a 32-bit kernel (original Pintos)
+#                the same on i586, as a 32-bit kernel (original Pintos)
 #                would run kpalloc;
 #   loom         every interleaving of the lock-free refcount protocol;
 #   miri         the unit and C-ABI tests under Miri;
@@ -43,7 +43,7 @@ ctest_all() {
 }
 
 layer "cargo test" cargo test --quiet
-layer "cargo test (32-bit)" cargo test --quiet --target i686-unknown-linux-gnu
+layer "cargo test (32-bit)" cargo test --quiet --target i586-unknown-linux-gnu
 layer "loom" env RUSTFLAGS="--cfg loom" cargo test --quiet --release --lib --target-dir target/loom refcount
 # Under Miri: the unit tests and the tests that drive the allocator and the
 # C ABI (the model walk, stress and signal tests are for native runs).

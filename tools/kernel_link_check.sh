@@ -3,19 +3,30 @@
 # compiled like kernel code and fails if
 #   - the final link needs anything beyond memcpy, memset, memmove, memcmp,
 #   - the library defines a global symbol outside page_* / kpalloc_*,
-#   - its code uses an SSE/AVX register (xmm/ymm/zmm),
+#   - its code uses an SSE/AVX register (xmm/ymm/zmm) or the x87 FPU,
 #   - an exported function needs more than 1 KiB of stack
 #     (tools/stack_usage.py on STACK_LIB, a -Zemit-stack-sizes build of the
 #     same library, or on LIB itself from its disassembly when STACK_LIB is "").
-# usage: kernel_link_check.sh [--large] LIB STACK_LIB INCLUDE_DIR WORK_DIR
+# usage: kernel_link_check.sh [--large | --i386] LIB STACK_LIB INCLUDE_DIR WORK_DIR
+#   (default: x86-64, -mcmodel=kernel; --large: x86-64 above 4 GiB, as KAIST
+#   Pintos; --i386: a 32-bit kernel at 3 GiB, as the original Pintos)
 set -eu
-model=kernel
+arch_flags="-mno-red-zone -mcmodel=kernel"
+emulation=elf_x86_64
 base=0xffffffff80100000
-if [ "$1" = --large ]; then
-  model=large
-  base=0x8004200000
-  shift
-fi
+case $1 in
+  --large)
+    arch_flags="-mno-red-zone -mcmodel=large"
+    base=0x8004200000
+    shift
+    ;;
+  --i386)
+    arch_flags="-m32"
+    emulation=elf_i386
+    base=0xc0100000
+    shift
+    ;;
+esac
 lib=$1
 stack_lib=$2
 include=$3
@@ -25,7 +36,7 @@ limit=1024
 mkdir -p "$work"
 fail=0
 
-cflags="-ffreestanding -nostdlib -fno-pic -mno-red-zone -mno-sse -mno-mmx -mcmodel=$model -O2 -Wall -Werror -fno-stack-protector -fno-asynchronous-unwind-tables"
+cflags="-ffreestanding -nostdlib -fno-pic $arch_flags -mno-sse -mno-mmx -O2 -Wall -Werror -fno-stack-protector -fno-asynchronous-unwind-tables"
 # shellcheck disable=SC2086
 gcc $cflags -I"$include" -c "$here/kernel-link-check/user.c" -o "$work/user.o"
 # shellcheck disable=SC2086
@@ -35,10 +46,10 @@ link() { # output, objects...
   out=$1
   shift
   # shellcheck disable=SC2086
-  ld -static -nostdlib -e _start -Ttext="$base" -z noexecstack $exports -o "$out" "$@"
+  ld -m $emulation -static -nostdlib -e _start -Ttext="$base" -z noexecstack $exports -o "$out" "$@"
 }
 
-echo "kernel_link_check: $lib (-mcmodel=$model, linked at $base)"
+echo "kernel_link_check: $lib ($arch_flags, linked at $base)"
 size "$lib" | tail -n 1 | awk '{ printf "library: text %s, data %s, bss %s bytes\n", $1, $2, $3 }'
 
 # 1. Undefined symbols of the final link, without the kernel's mem* functions.
@@ -65,12 +76,16 @@ globals=$(nm -g --defined-only "$lib" | awk 'NF == 3' | wc -l)
 echo "global symbols: $globals, outside page_*/kpalloc_*: ${others:-none}"
 [ -z "$others" ] || fail=1
 
-# 3. No SSE/AVX register anywhere in the library's code.
-insns=$(objdump -d --no-show-raw-insn "$lib" | grep -c '^ *[0-9a-f]*:' || true)
-vector=$(objdump -d --no-show-raw-insn "$lib" | grep -cE '%[xyz]mm[0-9]' || true)
-echo "instructions: $insns, using xmm/ymm/zmm: $vector"
+# 3. No SSE/AVX register and no x87 instruction anywhere in the library's
+#    code: a kernel does not save that state on entry (an AtomicU64 load is
+#    an x87 fild/fistp pair on i586).
+objdump -d --no-show-raw-insn "$lib" > "$work/lib.dis"
+insns=$(grep -c '^ *[0-9a-f]*:' "$work/lib.dis" || true)
+fpu='%[xyz]mm[0-9]|^ *[0-9a-f]+:[[:space:]]+f[a-z0-9]*([[:space:]]|$)'
+vector=$(grep -E "$fpu" "$work/lib.dis" | grep -cvE '^ *[0-9a-f]+:[[:space:]]+fs[[:space:]]' || true)
+echo "instructions: $insns, using xmm/ymm/zmm or the x87 FPU: $vector"
 if [ "$vector" -ne 0 ]; then
-  objdump -d --no-show-raw-insn "$lib" | grep -E '%[xyz]mm[0-9]' | head -5
+  grep -E "$fpu" "$work/lib.dis" | head -5
   fail=1
 fi
 

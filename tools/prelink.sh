@@ -14,8 +14,13 @@ nm -g --defined-only "$in" 2>/dev/null | awk '$3 ~ /^(page_|kpalloc_)/ { print $
 [ -s "$work/exports" ] || { echo "prelink: no page_/kpalloc_ symbols in $in" >&2; exit 1; }
 
 roots=$(sed 's/^/-u /' "$work/exports")
+# ld links for its default machine unless told: a 32-bit library stays 32-bit.
+emulation=
+if objdump -f "$in" 2>/dev/null | grep -q 'file format elf32-i386'; then
+  emulation="-m elf_i386"
+fi
 # shellcheck disable=SC2086
-ld -r --whole-archive "$in" --gc-sections $roots -o "$work/kpalloc.o"
+ld $emulation -r --whole-archive "$in" --gc-sections $roots -o "$work/kpalloc.o"
 keep=$(sed 's/^/--keep-global-symbol=/' "$work/exports")
 # shellcheck disable=SC2086
 objcopy -R .llvmbc -R .llvmcmd --redefine-sym bcmp=memcmp $keep "$work/kpalloc.o" "$work/kpalloc-prelinked.o"
