@@ -46,8 +46,31 @@ static void put_num(uint64_t v, unsigned base, int width, char pad, int negative
 		put(buf[--n]);
 }
 
+/* The next argument of a %d/%u/%x with `longs` l's or a z (size_t): the
+ * widths differ between the 64-bit and the 32-bit demo kernel. */
+static uint64_t next_unsigned(va_list *ap, int longs, int sized)
+{
+	if (sized)
+		return va_arg(*ap, size_t);
+	if (longs > 1)
+		return va_arg(*ap, unsigned long long);
+	return longs ? va_arg(*ap, unsigned long) : va_arg(*ap, unsigned);
+}
+
+static int64_t next_signed(va_list *ap, int longs, int sized)
+{
+	if (sized)
+		return (int64_t)va_arg(*ap, size_t);
+	if (longs > 1)
+		return va_arg(*ap, long long);
+	return longs ? va_arg(*ap, long) : va_arg(*ap, int);
+}
+
 void kvprintf(const char *fmt, va_list ap)
 {
+	/* A copy: a va_list parameter may be an array that decayed to a pointer. */
+	va_list args;
+	va_copy(args, ap);
 	for (; *fmt; fmt++) {
 		if (*fmt != '%') {
 			put(*fmt);
@@ -55,45 +78,48 @@ void kvprintf(const char *fmt, va_list ap)
 		}
 		fmt++;
 		char pad = ' ';
-		int width = 0, longs = 0;
+		int width = 0, longs = 0, sized = 0;
 		if (*fmt == '0')
 			pad = '0';
 		while (*fmt >= '0' && *fmt <= '9')
 			width = width * 10 + (*fmt++ - '0');
-		while (*fmt == 'l' || *fmt == 'z') {
-			longs++;
-			fmt++;
+		for (; *fmt == 'l' || *fmt == 'z'; fmt++) {
+			if (*fmt == 'z')
+				sized = 1;
+			else
+				longs++;
 		}
 		switch (*fmt) {
 		case 'd': {
-			int64_t v = longs ? va_arg(ap, int64_t) : va_arg(ap, int);
+			int64_t v = next_signed(&args, longs, sized);
 			put_num(v < 0 ? -(uint64_t)v : (uint64_t)v, 10, width, pad, v < 0);
 			break;
 		}
 		case 'u':
-			put_num(longs ? va_arg(ap, uint64_t) : va_arg(ap, unsigned), 10, width, pad, 0);
+			put_num(next_unsigned(&args, longs, sized), 10, width, pad, 0);
 			break;
 		case 'x':
-			put_num(longs ? va_arg(ap, uint64_t) : va_arg(ap, unsigned), 16, width, pad, 0);
+			put_num(next_unsigned(&args, longs, sized), 16, width, pad, 0);
 			break;
 		case 'p':
 			put('0');
 			put('x');
-			put_num((uint64_t)va_arg(ap, void *), 16, width, pad, 0);
+			put_num((uintptr_t)va_arg(args, void *), 16, width, pad, 0);
 			break;
 		case 's': {
-			const char *s = va_arg(ap, const char *);
+			const char *s = va_arg(args, const char *);
 			for (s = s ? s : "(null)"; *s; s++)
 				put(*s);
 			break;
 		}
 		case 'c':
-			put((char)va_arg(ap, int));
+			put((char)va_arg(args, int));
 			break;
 		default:
 			put(*fmt);
 		}
 	}
+	va_end(args);
 }
 
 void kprintf(const char *fmt, ...)
