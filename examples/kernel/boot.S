@@ -7,43 +7,13 @@
  *   0xffffffff80000000  top 2 GiB (-mcmodel=kernel)
  *   0x8004000000        above 4 GiB, like KAIST Pintos (-mcmodel=large)
  */
-#define MB_MAGIC 0x1BADB002
-/* bit 1: memory map wanted; bit 16: load addresses in the header (qemu
- * then loads this flat image as it is: no ELF32 needed). */
-#define MB_FLAGS 0x00010002
 #define V2P(x) ((x) - KBASE)
 
 #define PML4I ((KBASE >> 39) & 511)
 #define PDPTI ((KBASE >> 30) & 511)
 #define PDI   ((KBASE >> 21) & 511)
 
-	.section .multiboot, "a"
-	.align 4
-mb_header:
-	.long MB_MAGIC
-	.long MB_FLAGS
-	.long -(MB_MAGIC + MB_FLAGS)
-	.long V2P(mb_header)		/* header_addr */
-	.long V2P(_kernel_start)	/* load_addr */
-	.long V2P(_load_end)		/* load_end_addr */
-	.long V2P(_kernel_end)		/* bss_end_addr: zeroed by the loader */
-	.long V2P(_start32)		/* entry_addr */
-
-	.section .text.boot, "ax"
-	.code32
-	.globl _start32
-_start32:
-	cli
-	cld
-	movl %eax, %esi			/* multiboot magic */
-	/* %ebx: physical address of the multiboot information */
-
-	/* Zero .bss ourselves (boot page tables, stack). */
-	movl $V2P(_bss_start), %edi
-	movl $V2P(_bss_end), %ecx
-	subl %edi, %ecx
-	xorl %eax, %eax
-	rep stosb
+#include "multiboot.h"
 
 	/* Identity map of the first 1 GiB (2 MiB pages) for the switch. */
 	movl $V2P(boot_pd_low), %edi

@@ -6,9 +6,6 @@
  * address used as a pointer faults; then pintos_main(magic, multiboot
  * information's physical address) on a stack in .bss. Interrupts stay off.
  */
-#define MB_MAGIC 0x1BADB002
-/* bit 1: memory map wanted; bit 16: load addresses in the header. */
-#define MB_FLAGS 0x00010002
 #define PHYS_BASE 0xc0000000
 #define V2P(x) ((x) - PHYS_BASE)
 /* Page directory entries of 4 MiB each: 1 GiB, the most a 3 GiB kernel
@@ -16,32 +13,7 @@
 #define MAPPED_PDES 256
 #define KERNEL_PDE_OFFSET ((PHYS_BASE >> 22) * 4)
 
-	.section .multiboot, "a"
-	.align 4
-mb_header:
-	.long MB_MAGIC
-	.long MB_FLAGS
-	.long -(MB_MAGIC + MB_FLAGS)
-	.long V2P(mb_header)		/* header_addr */
-	.long V2P(_kernel_start)	/* load_addr */
-	.long V2P(_load_end)		/* load_end_addr */
-	.long V2P(_kernel_end)		/* bss_end_addr: zeroed by the loader */
-	.long V2P(_start32)		/* entry_addr */
-
-	.section .text.boot, "ax"
-	.globl _start32
-_start32:
-	cli
-	cld
-	movl %eax, %esi			/* multiboot magic */
-	movl %ebx, %ebp			/* multiboot information (physical) */
-
-	/* Zero .bss ourselves (page directory, stack). */
-	movl $V2P(_bss_start), %edi
-	movl $V2P(_bss_end), %ecx
-	subl %edi, %ecx
-	xorl %eax, %eax
-	rep stosb
+#include "multiboot.h"
 
 	/* [0, 1 GiB) at 0 (for the switch) and at PHYS_BASE. */
 	movl $V2P(boot_pd), %edi
@@ -74,8 +46,8 @@ high:
 	movl %eax, %cr3
 
 	movl $stack_top, %esp
-	pushl %ebp
-	pushl %esi
+	pushl %ebx			/* multiboot information (physical) */
+	pushl %esi			/* multiboot magic */
 	call pintos_main
 2:	cli
 	hlt
