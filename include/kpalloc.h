@@ -497,7 +497,9 @@ uint64_t page_to_pa(const void *kva);
 
 /**
  * The kernel virtual address of physical address `pa` (`pa +
- * phys_offset`); NULL before `page_init`.
+ * phys_offset`); NULL before `page_init`, or if `pa` has none (the sum
+ * wraps around, or does not fit in a pointer: on a 32-bit kernel, memory
+ * beyond its direct map).
  */
 void *page_from_pa(uint64_t pa);
 

@@ -365,13 +365,15 @@ pub extern "C" fn page_to_pa(kva: *const c_void) -> u64 {
 }
 
 /// The kernel virtual address of physical address `pa` (`pa +
-/// phys_offset`); NULL before `page_init`.
+/// phys_offset`); NULL before `page_init`, or if `pa` has none (the sum
+/// wraps around, or does not fit in a pointer: on a 32-bit kernel, memory
+/// beyond its direct map).
 #[unsafe(no_mangle)]
 pub extern "C" fn page_from_pa(pa: u64) -> *mut c_void {
-    match global() {
-        Some(allocator) => ptr::with_exposed_provenance_mut((pa.wrapping_add(allocator.config().phys_offset)) as usize),
-        None => ptr::null_mut(),
-    }
+    global()
+        .and_then(|allocator| pa.checked_add(allocator.config().phys_offset))
+        .and_then(|kva| usize::try_from(kva).ok())
+        .map_or(ptr::null_mut(), ptr::with_exposed_provenance_mut)
 }
 
 /// Writes a consistent snapshot of the counters to `*out`.

@@ -83,6 +83,9 @@ fn the_c_abi_from_init_to_the_last_free() {
     assert!(!block.is_null());
     assert_eq!(page_to_pa(block), base + PAGE);
     assert_eq!(page_from_pa(base + PAGE), block);
+    // No kernel virtual address: past 2^64, or past the pointer's width.
+    assert!(page_from_pa(u64::MAX).is_null());
+    assert_eq!(page_from_pa(1 << 40).is_null(), cfg!(target_pointer_width = "32"));
     assert_eq!(page_block_pages(block), 3);
     // SAFETY: the block is ours: 3 pages.
     unsafe {
