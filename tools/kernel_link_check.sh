@@ -2,7 +2,8 @@
 # ctest kernel_link_check: links the freestanding libkpalloc.a into an object
 # compiled like kernel code and fails if
 #   - the final link needs anything beyond memcpy, memset, memmove, memcmp,
-#   - the library defines a global symbol outside page_* / kpalloc_*,
+#   - the library defines a global symbol outside page_* / kpalloc_*, or a
+#     section beyond .text, .rodata, .data and .bss (.ltext ... when large),
 #   - its code uses an SSE/AVX register (xmm/ymm/zmm) or the x87 FPU,
 #   - an exported function needs more than 1 KiB of stack
 #     (tools/stack_usage.py on STACK_LIB, a -Zemit-stack-sizes build of the
@@ -75,6 +76,14 @@ others=$(nm -g --defined-only "$lib" | awk 'NF == 3 && $3 !~ /^(page_|kpalloc_)/
 globals=$(nm -g --defined-only "$lib" | awk 'NF == 3' | wc -l)
 echo "global symbols: $globals, outside page_*/kpalloc_*: ${others:-none}"
 [ -z "$others" ] || fail=1
+
+# 2b. Only the classic sections (tools/prelink.ld), so that a kernel script
+#     naming just .text, .rodata, .data and .bss (as Pintos') takes it all,
+#     its statics inside the .bss the kernel zeroes.
+extra=$(objdump -h "$lib" | awk '$1 ~ /^[0-9]+$/ { print $2 }' |
+  grep -vxE '\.l?(text|rodata|data|bss)|\.debug_[a-z]+|\.comment|\.note\.GNU-stack' | tr '\n' ' ' || true)
+echo "sections beyond .text, .rodata, .data, .bss (and .l*): ${extra:-none}"
+[ -z "$extra" ] || fail=1
 
 # 3. No SSE/AVX register and no x87 instruction anywhere in the library's
 #    code: a kernel does not save that state on entry (an AtomicU64 load is
