@@ -9,6 +9,8 @@
 #                would run kpalloc;
 #   loom         every interleaving of the lock-free refcount protocol;
 #   miri         the unit and C-ABI tests under Miri;
+#   miri (32-bit)
+#                the unit, Allocator and C-ABI tests under Miri for i686;
 #   ctest        the C suite (cmocka, plain and ASan/UBSan), the Pintos
 #                drop-in, the header check, the demo, the installed-package
 #                consumer, the kernel link check and five QEMU boots;
@@ -48,6 +50,7 @@ layer "loom" env RUSTFLAGS="--cfg loom" cargo test --quiet --release --lib --tar
 # Under Miri: the unit tests and the tests that drive the allocator and the
 # C ABI (the model walk, stress and signal tests are for native runs).
 layer "miri" ./scripts/miri.sh --lib --test allocator --test c_abi --test rust_api --test miri_soundness --test cpu_cache
+layer "miri (32-bit)" ./scripts/miri.sh --target i686-unknown-linux-gnu --lib --test allocator --test c_abi
 layer "ctest" ctest_all
 layer "fuzz" ./scripts/fuzz.sh 45
 

@@ -1085,8 +1085,11 @@ mod tests {
         #[allow(unsafe_code)]
         // SAFETY: a fresh, leaked allocation of the layout's size.
         let memory = unsafe { std::alloc::alloc_zeroed(layout) };
-        let phys_base = 0x10_0000u64;
-        let offset = (memory.expose_provenance() as u64).wrapping_sub(phys_base);
+        // At physical 0, so that phys_offset is the buffer's address and
+        // never wraps (Miri on a 32-bit target hands out addresses below
+        // 1 MiB).
+        let phys_base = 0u64;
+        let offset = memory.expose_provenance() as u64;
         let allocator = Allocator::new(
             Config {
                 phys_offset: offset,
