@@ -386,6 +386,8 @@ fn a_range_without_kernel_virtual_addresses_is_refused() {
         NoHooks,
     );
     let range = (PhysAddr::new(0x10_0000), PhysAddr::new(0x10_0000 + 16 * PAGE));
+    // SAFETY (both calls): refused before anything is written; no memory
+    // is behind these ranges.
     assert_eq!(
         unsafe { kva_wraps.add_region(range.0, range.1, Pool::Kernel) },
         Err(PageStatus::EINVAL)
