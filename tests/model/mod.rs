@@ -21,6 +21,10 @@ use kpalloc::{AllocFlags, Allocator, Config, NoHooks, PageStats, PageStatus, Poo
 use x86_64::PhysAddr;
 
 pub const PAGE: u64 = 4096;
+
+#[path = "../common/placement.rs"]
+mod placement;
+use placement::buffer_align;
 /// First frame at 4 GiB: DMA32 blocks end at or below it.
 pub const DMA32_PFN: u64 = 1 << 20;
 /// Longest block (the refcount/length slot's limit).
@@ -41,16 +45,8 @@ pub struct FakeMemory {
 impl FakeMemory {
     pub fn new(phys_base: u64, pages: u64) -> Self {
         assert!(phys_base % PAGE == 0 && pages > 0);
-        // Where heap addresses are low (Miri, 32-bit targets) aligned past
-        // the physical end, so that the kernel virtual address is above the
-        // physical one and phys_offset does not wrap (add_region refuses a
-        // wrapping range).
-        let align = if cfg!(miri) || cfg!(target_pointer_width = "32") {
-            (phys_base + pages * PAGE).next_power_of_two().clamp(PAGE, 1 << 29)
-        } else {
-            PAGE
-        };
-        let layout = Layout::from_size_align((pages * PAGE) as usize, align as usize).unwrap();
+        let align = buffer_align(phys_base, pages * PAGE);
+        let layout = Layout::from_size_align((pages * PAGE) as usize, align).unwrap();
         // SAFETY: non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         assert!(!ptr.is_null());
