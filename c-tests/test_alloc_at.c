@@ -81,13 +81,14 @@ static void alloc_at_outside_usable_pages_of_one_region_is_enotmanaged(void **st
   assert_status(page_free(page_from_pa(MIB(17) - 2 * PAGE)), PAGE_OK);
 }
 
-static void alloc_at_unaligned_address_or_zero_count_is_einval(void **state) {
+static void alloc_at_unaligned_address_or_zero_or_overlong_count_is_einval(void **state) {
   (void)state;
   EXPECT_REFUSED(page_alloc_at(MIB(2) + 1, 1, 0), PAGE_EINVAL, page_from_pa(MIB(2) + 1));
   EXPECT_REFUSED(page_alloc_at(MIB(2) + PAGE - 1, 1, 0), PAGE_EINVAL, page_from_pa(MIB(2) + PAGE - 1));
   EXPECT_REFUSED(page_alloc_at(MIB(2), 0, 0), PAGE_EINVAL, page_from_pa(MIB(2)));
-  /* (A count above PAGE_REFCOUNT_MAX gives PAGE_EINVAL, where the header
-   * suggests PAGE_ENOTMANAGED, like 2^30 below; left unpinned.) */
+  /* Longer than any block can be, whatever the regions. */
+  EXPECT_REFUSED(page_alloc_at(MIB(2), (size_t)PAGE_REFCOUNT_MAX + 1, 0), PAGE_EINVAL, page_from_pa(MIB(2)));
+  EXPECT_REFUSED(page_alloc_at(MIB(2), SIZE_MAX, 0), PAGE_EINVAL, page_from_pa(MIB(2)));
   assert_status(page_alloc_at(MIB(2), 1, 0), PAGE_OK);
   assert_status(page_free(page_from_pa(MIB(2))), PAGE_OK);
 }
@@ -141,7 +142,7 @@ int main(void) {
       T(ordinary_allocations_skip_reserved_pages),
       T(alloc_at_pages_in_use_is_ebusy_and_changes_nothing),
       T(alloc_at_outside_usable_pages_of_one_region_is_enotmanaged),
-      T(alloc_at_unaligned_address_or_zero_count_is_einval),
+      T(alloc_at_unaligned_address_or_zero_or_overlong_count_is_einval),
       T(alloc_at_with_unknown_flags_is_einval),
       T(alloc_at_pool_must_match_the_region),
       T(alloc_at_zero_flag_zero_fills),

@@ -120,6 +120,11 @@ static void scheduled_failures_fail_allocations_until_turned_off(void **state) {
   assert_non_null(kept[1]);
   EXPECT_ALLOC_ENOMEM(page_alloc(1, 0));
   EXPECT_ALLOC_ENOMEM(page_alloc_aligned(4, 4, PAGE_ALLOC_ZERO));
+  EXPECT_ALLOC_ENOMEM(page_alloc_tagged(1, 0, "scheduled"));
+  /* Reserving exact pages is not a search for memory: never failed. */
+  assert_status(page_alloc_at(MIB(4), 2, 0), PAGE_OK);
+  assert_status(page_free(page_from_pa(MIB(4))), PAGE_OK);
+  EXPECT_ALLOC_ENOMEM(page_alloc(1, 0));
   assert_status(page_fail_off(), PAGE_OK);
   for (int i = 0; i < 2; i++) assert_status(page_free(kept[i]), PAGE_OK);
 

@@ -98,6 +98,8 @@ static void address_beyond_2_pow_52_is_einval(void **state) {
   uint64_t top = (uint64_t)1 << 52;
   EXPECT_REFUSED(page_region_add(top, top + MIB(1), PAGE_POOL_KERNEL), PAGE_EINVAL, PA(top));
   EXPECT_REFUSED(page_region_add(MIB(220), top + PAGE, PAGE_POOL_KERNEL), PAGE_EINVAL, PA(MIB(220)));
+  /* The end is exclusive, but it too must be below 2^52. */
+  EXPECT_REFUSED(page_region_add(top - MIB(1), top, PAGE_POOL_KERNEL), PAGE_EINVAL, PA(top - MIB(1)));
   EXPECT_REFUSED(page_region_add(UINT64_MAX - PAGE, UINT64_MAX, PAGE_POOL_KERNEL), PAGE_EINVAL,
                  PA(UINT64_MAX - PAGE));
 }

@@ -210,6 +210,9 @@ typedef struct page_config {
    * Told once about every call refused as misuse, with its status and
    * the address the caller passed (NULL where there was none); never
    * under the lock, so it may call kpalloc. NULL: status only.
+   * Physical addresses are passed as: `page_region_add`, the start as a
+   * pointer (NULL if it does not fit in one); `page_alloc_at`, the
+   * kernel virtual address of `pa`.
    */
   void (*on_misuse)(page_status, const void*);
   /**
@@ -363,13 +366,14 @@ page_status page_init(const struct page_config *cfg);
  * it is read or written until allocated, so it may be memory that is not
  * mapped yet. Regions may be added at any time, in any order.
  *
- * Returns `PAGE_OK`; `PAGE_EINVAL` for an empty or reversed range, an
- * address beyond 2^52, a range whose kernel virtual addresses wrap around
- * or do not fit in a pointer (on a 32-bit kernel, memory beyond its
- * direct map), or an unknown pool; `PAGE_EOVERLAP` if it shares a
- * page with a region added before; `PAGE_ETOOSMALL` if it cannot hold its
- * metadata plus one page; `PAGE_EUNINIT`. On error nothing changes.
- * Not from interrupt context (it writes the metadata under the lock).
+ * Returns `PAGE_OK`; `PAGE_EINVAL` for an empty or reversed range, a
+ * start or end at or beyond 2^52 (an end of exactly 2^52 too), a range
+ * whose kernel virtual addresses wrap around or do not fit in a pointer
+ * (on a 32-bit kernel, memory beyond its direct map), or an unknown pool;
+ * `PAGE_EOVERLAP` if it shares a page with a region added before;
+ * `PAGE_ETOOSMALL` if it cannot hold its metadata plus one page;
+ * `PAGE_EUNINIT`. On error nothing changes. Not from interrupt context
+ * (it writes the metadata under the lock).
  *
  * # Safety
  * The range, at kernel virtual address `pa + phys_offset`, must be memory
@@ -423,8 +427,9 @@ void *page_alloc_aligned(size_t count, size_t align_pages, uint32_t flags);
  * Returns `PAGE_OK` (the caller owns the block, one reference);
  * `PAGE_EBUSY` if any page of it is in use; `PAGE_ENOTMANAGED` if it is not
  * all usable pages of one region; `PAGE_EINVAL` for an unaligned `pa`, a
- * zero count, unknown flags or a pool/DMA32 mismatch; `PAGE_EUNINIT`.
- * Interrupt-safe given the irq hooks.
+ * count of zero or above `PAGE_REFCOUNT_MAX` (the longest block), unknown
+ * flags or a pool/DMA32 mismatch; `PAGE_EUNINIT`. Not failed by
+ * `page_fail_after`/`page_fail_every`. Interrupt-safe given the irq hooks.
  */
 page_status page_alloc_at(uint64_t pa, size_t count, uint32_t flags);
 
@@ -516,24 +521,27 @@ void *page_from_pa(uint64_t pa);
 page_status page_stats_get(struct page_stats *out);
 
 /**
- * Lets the next `successes` allocations (`page_alloc*`) succeed, then
- * fails every later one as if memory had run out, until `page_fail_off`:
- * for testing a kernel's out-of-memory paths. It joins a `page_fail_every`
- * rule in force: an allocation fails if either rule says so, and
- * `successes` counts attempts, failed ones included. Any context.
+ * Lets the next `successes` allocations (`page_alloc`,
+ * `page_alloc_tagged`, `page_alloc_aligned`; not `page_alloc_at`)
+ * succeed, then fails every later one as if memory had run out, until
+ * `page_fail_off`: for testing a kernel's out-of-memory paths. It joins a
+ * `page_fail_every` rule in force: an allocation fails if either rule says
+ * so, and `successes` counts attempts, failed ones included. Returns
+ * `PAGE_OK`; `PAGE_EUNINIT`. Any context.
  */
 page_status page_fail_after(uint64_t successes);
 
 /**
- * Fails every `n`-th allocation (`page_alloc*`) from now on as if memory
- * had run out, until `page_fail_off`; it joins a `page_fail_after` rule
- * in force. Returns `PAGE_OK`; `PAGE_EINVAL` for 0; `PAGE_EUNINIT`. Any
+ * Fails every `n`-th allocation (those `page_fail_after` counts) from now
+ * on as if memory had run out, until `page_fail_off`; it joins a
+ * `page_fail_after` rule in force. Returns `PAGE_OK`; `PAGE_EINVAL` for 0; `PAGE_EUNINIT`. Any
  * context.
  */
 page_status page_fail_every(uint64_t n);
 
 /**
  * Stops the failures scheduled by `page_fail_after` / `page_fail_every`.
+ * Returns `PAGE_OK`; `PAGE_EUNINIT`. Any context.
  */
 page_status page_fail_off(void);
 
@@ -591,7 +599,8 @@ size_t page_drain_caches(void);
  * shows before the page is allocated again).
  *
  * Returns `PAGE_OK`; `PAGE_ECORRUPT` (also reported through `on_misuse`
- * with the first bad page) on any disagreement; `PAGE_EUNINIT`; with
+ * with the first bad page, or NULL where only the totals or the order of
+ * the regions disagree) on any disagreement; `PAGE_EUNINIT`; with
  * per-CPU caches, `PAGE_EBUSY` (not misuse) if a CPU's cache stayed in use
  * throughout (as when the check interrupted a page call on its own CPU):
  * try again.

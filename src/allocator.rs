@@ -392,8 +392,7 @@ impl<H: Hooks> Allocator<H> {
             inner.regions += 1;
             Ok(())
         });
-        // Misuse names a region by its physical start, as the caller gave it.
-        self.checked(result, start.as_u64() as usize)
+        self.checked(result, region_report_addr(start.as_u64()))
     }
 
     /// Allocates `count` physically contiguous pages whose first physical
@@ -1070,6 +1069,13 @@ impl<H: Hooks> Allocator<H> {
             self.report(PageStatus::ECORRUPT, addr)
         })
     }
+}
+
+/// How misuse names a region: by its physical start, as the caller gave
+/// it; 0 (NULL) where that does not fit in a pointer (on a 32-bit kernel,
+/// memory from 4 GiB up), rather than a cut-off address that looks valid.
+pub(crate) fn region_report_addr(start: u64) -> usize {
+    usize::try_from(start).unwrap_or(0)
 }
 
 #[cfg(test)]

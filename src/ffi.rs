@@ -36,6 +36,9 @@ pub struct PageConfig {
     /// Told once about every call refused as misuse, with its status and
     /// the address the caller passed (NULL where there was none); never
     /// under the lock, so it may call kpalloc. NULL: status only.
+    /// Physical addresses are passed as: `page_region_add`, the start as a
+    /// pointer (NULL if it does not fit in one); `page_alloc_at`, the
+    /// kernel virtual address of `pa`.
     pub on_misuse: Option<unsafe extern "C" fn(PageStatus, *const c_void)>,
     /// `PAGE_DEBUG_*` bits; 0 for none. Unknown bits are `PAGE_EINVAL`.
     pub debug: u32,
@@ -159,13 +162,14 @@ pub unsafe extern "C" fn page_init(cfg: *const PageConfig) -> PageStatus {
 /// it is read or written until allocated, so it may be memory that is not
 /// mapped yet. Regions may be added at any time, in any order.
 ///
-/// Returns `PAGE_OK`; `PAGE_EINVAL` for an empty or reversed range, an
-/// address beyond 2^52, a range whose kernel virtual addresses wrap around
-/// or do not fit in a pointer (on a 32-bit kernel, memory beyond its
-/// direct map), or an unknown pool; `PAGE_EOVERLAP` if it shares a
-/// page with a region added before; `PAGE_ETOOSMALL` if it cannot hold its
-/// metadata plus one page; `PAGE_EUNINIT`. On error nothing changes.
-/// Not from interrupt context (it writes the metadata under the lock).
+/// Returns `PAGE_OK`; `PAGE_EINVAL` for an empty or reversed range, a
+/// start or end at or beyond 2^52 (an end of exactly 2^52 too), a range
+/// whose kernel virtual addresses wrap around or do not fit in a pointer
+/// (on a 32-bit kernel, memory beyond its direct map), or an unknown pool;
+/// `PAGE_EOVERLAP` if it shares a page with a region added before;
+/// `PAGE_ETOOSMALL` if it cannot hold its metadata plus one page;
+/// `PAGE_EUNINIT`. On error nothing changes. Not from interrupt context
+/// (it writes the metadata under the lock).
 ///
 /// # Safety
 /// The range, at kernel virtual address `pa + phys_offset`, must be memory
@@ -176,7 +180,7 @@ pub unsafe extern "C" fn page_region_add(pa_start: u64, pa_end: u64, pool: u32) 
     let Some(allocator) = global() else {
         return PageStatus::EUNINIT;
     };
-    let addr = pa_start as usize;
+    let addr = crate::allocator::region_report_addr(pa_start);
     let (Some(pool), Ok(start), Ok(end)) = (
         Pool::from_u32(pool),
         PhysAddr::try_new(pa_start),
@@ -257,8 +261,9 @@ pub extern "C" fn page_alloc_aligned(count: usize, align_pages: usize, flags: u3
 /// Returns `PAGE_OK` (the caller owns the block, one reference);
 /// `PAGE_EBUSY` if any page of it is in use; `PAGE_ENOTMANAGED` if it is not
 /// all usable pages of one region; `PAGE_EINVAL` for an unaligned `pa`, a
-/// zero count, unknown flags or a pool/DMA32 mismatch; `PAGE_EUNINIT`.
-/// Interrupt-safe given the irq hooks.
+/// count of zero or above `PAGE_REFCOUNT_MAX` (the longest block), unknown
+/// flags or a pool/DMA32 mismatch; `PAGE_EUNINIT`. Not failed by
+/// `page_fail_after`/`page_fail_every`. Interrupt-safe given the irq hooks.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_alloc_at(pa: u64, count: usize, flags: u32) -> PageStatus {
     let Some(allocator) = global() else {
@@ -398,11 +403,13 @@ pub unsafe extern "C" fn page_stats_get(out: *mut PageStats) -> PageStatus {
     PageStatus::OK
 }
 
-/// Lets the next `successes` allocations (`page_alloc*`) succeed, then
-/// fails every later one as if memory had run out, until `page_fail_off`:
-/// for testing a kernel's out-of-memory paths. It joins a `page_fail_every`
-/// rule in force: an allocation fails if either rule says so, and
-/// `successes` counts attempts, failed ones included. Any context.
+/// Lets the next `successes` allocations (`page_alloc`,
+/// `page_alloc_tagged`, `page_alloc_aligned`; not `page_alloc_at`)
+/// succeed, then fails every later one as if memory had run out, until
+/// `page_fail_off`: for testing a kernel's out-of-memory paths. It joins a
+/// `page_fail_every` rule in force: an allocation fails if either rule says
+/// so, and `successes` counts attempts, failed ones included. Returns
+/// `PAGE_OK`; `PAGE_EUNINIT`. Any context.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_fail_after(successes: u64) -> PageStatus {
     global().map_or(PageStatus::EUNINIT, |allocator| {
@@ -411,9 +418,9 @@ pub extern "C" fn page_fail_after(successes: u64) -> PageStatus {
     })
 }
 
-/// Fails every `n`-th allocation (`page_alloc*`) from now on as if memory
-/// had run out, until `page_fail_off`; it joins a `page_fail_after` rule
-/// in force. Returns `PAGE_OK`; `PAGE_EINVAL` for 0; `PAGE_EUNINIT`. Any
+/// Fails every `n`-th allocation (those `page_fail_after` counts) from now
+/// on as if memory had run out, until `page_fail_off`; it joins a
+/// `page_fail_after` rule in force. Returns `PAGE_OK`; `PAGE_EINVAL` for 0; `PAGE_EUNINIT`. Any
 /// context.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_fail_every(n: u64) -> PageStatus {
@@ -421,6 +428,7 @@ pub extern "C" fn page_fail_every(n: u64) -> PageStatus {
 }
 
 /// Stops the failures scheduled by `page_fail_after` / `page_fail_every`.
+/// Returns `PAGE_OK`; `PAGE_EUNINIT`. Any context.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_fail_off() -> PageStatus {
     global().map_or(PageStatus::EUNINIT, |allocator| {
@@ -512,12 +520,18 @@ pub unsafe extern "C" fn page_for_each_live(
 /// `buf` is valid for writing `len` bytes (or `len` is 0).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn page_dump(buf: *mut c_char, len: usize) -> usize {
-    let Some(allocator) = global() else { return 0 };
     let buffer: &mut [u8] = if buf.is_null() || len == 0 {
         &mut []
     } else {
         // SAFETY: the caller passes `len` writable bytes.
         unsafe { core::slice::from_raw_parts_mut(buf.cast(), len) }
+    };
+    let Some(allocator) = global() else {
+        // An empty dump, still NUL-terminated as promised.
+        if let Some(first) = buffer.first_mut() {
+            *first = 0;
+        }
+        return 0;
     };
     allocator.dump(buffer)
 }
@@ -540,7 +554,8 @@ pub extern "C" fn page_drain_caches() -> usize {
 /// shows before the page is allocated again).
 ///
 /// Returns `PAGE_OK`; `PAGE_ECORRUPT` (also reported through `on_misuse`
-/// with the first bad page) on any disagreement; `PAGE_EUNINIT`; with
+/// with the first bad page, or NULL where only the totals or the order of
+/// the regions disagree) on any disagreement; `PAGE_EUNINIT`; with
 /// per-CPU caches, `PAGE_EBUSY` (not misuse) if a CPU's cache stayed in use
 /// throughout (as when the check interrupted a page call on its own CPU):
 /// try again.

@@ -75,6 +75,17 @@ fn the_c_abi_from_init_to_the_last_free() {
     }
     // bad debug bits, second init, unknown pool, beyond 2^52, overlap.
     assert_eq!(MISUSE.load(Ordering::SeqCst), 5);
+    // The misuse address of a region is its physical start; LAST_MISUSE
+    // keeps the address's low 56 bits.
+    assert_eq!(LAST_MISUSE.load(Ordering::SeqCst) & ((1 << 56) - 1), base + 32 * PAGE);
+    if cfg!(target_pointer_width = "32") {
+        // Beyond a 32-bit kernel's pointers: refused, and named by NULL, not
+        // by a cut-off address that looks valid.
+        // SAFETY: refused before anything is written.
+        let beyond = unsafe { page_region_add((1 << 32) + 16 * PAGE, (1 << 32) + 32 * PAGE, PAGE_POOL_KERNEL) };
+        assert_eq!(beyond, PageStatus::EINVAL);
+        assert_eq!(LAST_MISUSE.load(Ordering::SeqCst), (PageStatus::EINVAL as u64) << 56);
+    }
     let fresh = stats();
     assert_eq!((fresh.regions, fresh.total_pages, fresh.used_pages), (2, 96, 0));
 
