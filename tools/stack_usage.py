@@ -204,8 +204,8 @@ def disassemble(path, data, heads, names, arch):
     order, None where a block starts (a jump target, or after a jump or return).
 
     Calls through a register or memory are resolved where the target is known
-    at link time, following register values along the code: `movabs $f,%reg`
-    or `mov $f,%reg` then `call *%reg`; `call *f@GOTPCREL(%rip)` or `mov
+    at link time, following register values along the code: `movabs $f,%reg`,
+    `mov $f,%reg` or `lea f(%rip),%reg` then `call *%reg`; `call *f@GOTPCREL(%rip)` or `mov
     f@GOTPCREL(%rip),%reg; call *%reg` (x86-64 PIC: the GOT slot of a static
     link holds f); and on i386 `call *f@GOT(%reg)` or `mov f@GOT(%reg),%r2;
     call *%r2` with %reg set up by `call __x86.get_pc_thunk.reg` or `call 1f;
@@ -271,6 +271,9 @@ def disassemble(path, data, heads, names, arch):
         load = re.match(r"^(.+),%(\w+)$", args)
         if op == "mov" and load and address(load.group(1)) is not None:
             regs[reg_key(load.group(2))] = read_word(data, heads, address(load.group(1)), word)
+            continue
+        if op == "lea" and load and address(load.group(1)) is not None:
+            regs[reg_key(load.group(2))] = address(load.group(1))
             continue
         step = stack_step(op, args, arch)
         if step:
