@@ -1085,34 +1085,31 @@ mod tests {
     use super::*;
     use crate::types::PAGE_REFCOUNT_MAX;
 
-    #[test]
-    fn refcount_overflow_is_refused_and_changes_nothing() {
+    /// An allocator with `hooks` over a leaked 64 KiB buffer, all of it one
+    /// kernel region at physical 0 (so that phys_offset is the buffer's
+    /// address and never wraps: Miri on a 32-bit target hands out
+    /// addresses below 1 MiB).
+    fn allocator_over_a_buffer<H: Hooks>(hooks: H) -> Allocator<H> {
         let layout = std::alloc::Layout::from_size_align(16 * KPALLOC_PAGE_SIZE, KPALLOC_PAGE_SIZE).unwrap();
         #[allow(unsafe_code)]
         // SAFETY: a fresh, leaked allocation of the layout's size.
         let memory = unsafe { std::alloc::alloc_zeroed(layout) };
-        // At physical 0, so that phys_offset is the buffer's address and
-        // never wraps (Miri on a 32-bit target hands out addresses below
-        // 1 MiB).
-        let phys_base = 0u64;
-        let offset = memory.expose_provenance() as u64;
         let allocator = Allocator::new(
             Config {
-                phys_offset: offset,
+                phys_offset: memory.expose_provenance() as u64,
                 debug: 0,
             },
-            NoHooks,
+            hooks,
         );
         #[allow(unsafe_code)]
         // SAFETY: the range is the leaked buffer, given to this allocator only.
-        unsafe {
-            allocator.add_region(
-                PhysAddr::new(phys_base),
-                PhysAddr::new(phys_base + 0x10000),
-                Pool::Kernel,
-            )
-        }
-        .unwrap();
+        unsafe { allocator.add_region(PhysAddr::new(0), PhysAddr::new(0x10000), Pool::Kernel) }.unwrap();
+        allocator
+    }
+
+    #[test]
+    fn refcount_overflow_is_refused_and_changes_nothing() {
+        let allocator = allocator_over_a_buffer(NoHooks);
         let block = allocator.alloc(1, 1, AllocFlags::NONE).unwrap();
         let (region, bit) = allocator.locate(block).unwrap();
         // Reaching the maximum through get would take 2^31 calls.
@@ -1126,6 +1123,30 @@ mod tests {
         allocator.put(block).unwrap();
         assert_eq!(allocator.refcount(block), PAGE_REFCOUNT_MAX - 1);
         assert!(allocator.check().is_ok());
+    }
+
+    /// Records the last misuse report.
+    #[derive(Default)]
+    struct LastMisuse(std::sync::Mutex<Option<(PageStatus, usize)>>);
+    impl Hooks for &LastMisuse {
+        fn on_misuse(&self, status: PageStatus, addr: usize) {
+            *self.0.lock().unwrap() = Some((status, addr));
+        }
+    }
+
+    #[test]
+    fn a_check_that_finds_bad_totals_reports_no_page() {
+        let last = LastMisuse::default();
+        let allocator = allocator_over_a_buffer(&last);
+        let block = allocator.alloc(2, 1, AllocFlags::NONE).unwrap();
+        assert_eq!(allocator.check(), Ok(()));
+        // Every page agrees with its bitmap; only the total is off.
+        allocator.locked(|inner| inner.used_pages += 1);
+        assert_eq!(allocator.check(), Err(PageStatus::ECORRUPT));
+        assert_eq!(*last.0.lock().unwrap(), Some((PageStatus::ECORRUPT, 0)));
+        allocator.locked(|inner| inner.used_pages -= 1);
+        assert_eq!(allocator.check(), Ok(()));
+        allocator.free(block).unwrap();
     }
 
     /// Checks that no field a lock-free call reads shares a cache line with
