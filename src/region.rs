@@ -408,17 +408,18 @@ impl RegionLayout {
     /// `table_len` (counting from 1). `ETOOSMALL` if the metadata leaves no
     /// usable page.
     pub(crate) fn new(start: Pfn, end: Pfn, table_len: usize, tracking: bool) -> Result<RegionLayout, PageStatus> {
-        // The metadata size shrinks (or stays) as it grows, since it covers
-        // fewer pages: iterate to the fixed point from zero metadata pages.
-        let mut meta_pages = 0;
-        loop {
-            let layout = Self::with_meta_pages(start, end, table_len, tracking, meta_pages)?;
-            let needed = layout.meta_bytes.div_ceil(KPALLOC_PAGE_SIZE) as u64;
-            if needed <= meta_pages {
-                return Ok(layout);
-            }
-            meta_pages = needed;
+        let needed = |meta_pages| {
+            Self::with_meta_pages(start, end, table_len, tracking, meta_pages)
+                .map(|layout| layout.meta_bytes.div_ceil(KPALLOC_PAGE_SIZE) as u64)
+        };
+        // The metadata shrinks (or stays) as it takes more pages, since it
+        // then covers fewer: what it needs with none is enough, and the
+        // fewest pages that hold it lie a step or two below.
+        let mut meta_pages = needed(0)?;
+        while meta_pages > 1 && needed(meta_pages - 1).is_ok_and(|fewer| fewer < meta_pages) {
+            meta_pages -= 1;
         }
+        Self::with_meta_pages(start, end, table_len, tracking, meta_pages)
     }
 
     fn with_meta_pages(
@@ -522,6 +523,32 @@ mod tests {
             layout.meta_bytes.div_ceil(4096) as u64
         );
         assert!(layout.base.0 % 64 == 0 && layout.base <= layout.usable);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // arithmetic only, and 200000 layouts
+    fn metadata_takes_the_fewest_pages_that_hold_it() {
+        // Every size up to 64 MiB near a page boundary of the metadata,
+        // and a spread of starts (the bitmap begins at a multiple of 64).
+        for pages in (2..=1 << 14).chain((1 << 14..1 << 16).step_by(61)) {
+            for start in [0, 1, 63, 1000] {
+                let (start, end) = (Pfn(start), Pfn(start + pages));
+                for tracking in [false, true] {
+                    let Ok(layout) = RegionLayout::new(start, end, 3, tracking) else {
+                        continue;
+                    };
+                    let meta_pages = layout.usable.0 - layout.start.0;
+                    assert!(layout.meta_bytes as u64 <= meta_pages * 4096);
+                    // One page fewer would not hold its own metadata.
+                    let fewer = RegionLayout::with_meta_pages(start, end, 3, tracking, meta_pages - 1).unwrap();
+                    assert!(
+                        fewer.meta_bytes as u64 > (meta_pages - 1) * 4096,
+                        "{pages} pages from {start:?}: {meta_pages} metadata pages, {} bytes with one fewer",
+                        fewer.meta_bytes
+                    );
+                }
+            }
+        }
     }
 
     #[test]

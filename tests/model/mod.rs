@@ -288,7 +288,14 @@ impl Model {
         assert!(meta_pages * PAGE >= 4 * (pages - meta_pages), "metadata too small");
         let bound = 1 + ((pages + 128) * 33 / 8 + 16 * regions + 512).div_ceil(PAGE);
         assert!(meta_pages <= bound, "metadata {meta_pages} pages > {bound} for {pages}");
-        assert!(meta_bytes <= meta_pages * PAGE && meta_bytes > (meta_pages - 1) * PAGE);
+        // The fewest pages that hold it: its bytes fill all but the last, or
+        // all but the last two where one page fewer would have to cover the
+        // pages from the 64-page boundary below, a bitmap word more (at
+        // most 64 slots and tags, under a page).
+        assert!(
+            meta_bytes <= meta_pages * PAGE && meta_bytes + PAGE > (meta_pages - 1) * PAGE,
+            "{meta_bytes} metadata bytes in {meta_pages} pages"
+        );
         let region = ModelRegion {
             start: first,
             usable: first + meta_pages,
