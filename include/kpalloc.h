@@ -367,9 +367,10 @@ page_status page_init(const struct page_config *cfg);
  * mapped yet. Regions may be added at any time, in any order.
  *
  * Returns `PAGE_OK`; `PAGE_EINVAL` for an empty or reversed range, a
- * start or end at or beyond 2^52 (an end of exactly 2^52 too), a range
- * whose kernel virtual addresses wrap around or do not fit in a pointer
- * (on a 32-bit kernel, memory beyond its direct map), or an unknown pool;
+ * start or end at or above 2^52 (the end too, though it is exclusive), a
+ * range whose kernel virtual addresses wrap around or do not fit in a
+ * pointer (on a 32-bit kernel, memory beyond its direct map), or an
+ * unknown pool;
  * `PAGE_EOVERLAP` if it shares a page with a region added before;
  * `PAGE_ETOOSMALL` if it cannot hold its metadata plus one page;
  * `PAGE_EUNINIT`. On error nothing changes. Not from interrupt context
@@ -534,8 +535,8 @@ page_status page_fail_after(uint64_t successes);
 /**
  * Fails every `n`-th allocation (those `page_fail_after` counts) from now
  * on as if memory had run out, until `page_fail_off`; it joins a
- * `page_fail_after` rule in force. Returns `PAGE_OK`; `PAGE_EINVAL` for 0; `PAGE_EUNINIT`. Any
- * context.
+ * `page_fail_after` rule in force. Returns `PAGE_OK`; `PAGE_EINVAL` for
+ * 0; `PAGE_EUNINIT`. Any context.
  */
 page_status page_fail_every(uint64_t n);
 

@@ -163,9 +163,10 @@ pub unsafe extern "C" fn page_init(cfg: *const PageConfig) -> PageStatus {
 /// mapped yet. Regions may be added at any time, in any order.
 ///
 /// Returns `PAGE_OK`; `PAGE_EINVAL` for an empty or reversed range, a
-/// start or end at or beyond 2^52 (an end of exactly 2^52 too), a range
-/// whose kernel virtual addresses wrap around or do not fit in a pointer
-/// (on a 32-bit kernel, memory beyond its direct map), or an unknown pool;
+/// start or end at or above 2^52 (the end too, though it is exclusive), a
+/// range whose kernel virtual addresses wrap around or do not fit in a
+/// pointer (on a 32-bit kernel, memory beyond its direct map), or an
+/// unknown pool;
 /// `PAGE_EOVERLAP` if it shares a page with a region added before;
 /// `PAGE_ETOOSMALL` if it cannot hold its metadata plus one page;
 /// `PAGE_EUNINIT`. On error nothing changes. Not from interrupt context
@@ -420,8 +421,8 @@ pub extern "C" fn page_fail_after(successes: u64) -> PageStatus {
 
 /// Fails every `n`-th allocation (those `page_fail_after` counts) from now
 /// on as if memory had run out, until `page_fail_off`; it joins a
-/// `page_fail_after` rule in force. Returns `PAGE_OK`; `PAGE_EINVAL` for 0; `PAGE_EUNINIT`. Any
-/// context.
+/// `page_fail_after` rule in force. Returns `PAGE_OK`; `PAGE_EINVAL` for
+/// 0; `PAGE_EUNINIT`. Any context.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_fail_every(n: u64) -> PageStatus {
     global().map_or(PageStatus::EUNINIT, |allocator| allocator.fail_every(n).into())
