@@ -443,6 +443,11 @@ page_status page_alloc_at(uint64_t pa, size_t count, uint32_t flags);
  * `PAGE_ENOTHEAD` for an interior page of a block; `PAGE_ENOTMANAGED` for
  * NULL, an unaligned address, a metadata page or one outside every region;
  * `PAGE_EUNINIT`. On error nothing changes. Interrupt-safe given the irq hooks.
+ *
+ * # Safety
+ * The caller holds the reference it gives up (with `page_init`'s
+ * allocator also driven from Rust: not one a `Page`, `ContigPages` or
+ * `Frames` holds). Misuse kpalloc can see is refused as documented.
  */
 page_status page_free(void *block);
 
@@ -451,6 +456,11 @@ page_status page_free(void *block);
  * `palloc_free_multiple` does): `PAGE_EINVAL`, and nothing freed, if the
  * block headed at `block` is not `pages` pages long. Other returns as
  * `page_free`. Interrupt-safe given the irq hooks.
+ *
+ * # Safety
+ * The caller holds the reference it gives up (with `page_init`'s
+ * allocator also driven from Rust: not one a `Page`, `ContigPages` or
+ * `Frames` holds). Misuse kpalloc can see is refused as documented.
  */
 page_status page_free_sized(void *block, size_t pages);
 
@@ -470,6 +480,11 @@ page_status page_get(void *page);
  *
  * Returns `PAGE_OK`, or the errors of `page_free` except `PAGE_ESHARED`.
  * Safe from interrupt handlers given the irq hooks.
+ *
+ * # Safety
+ * The caller holds the reference it gives up (with `page_init`'s
+ * allocator also driven from Rust: not one a `Page`, `ContigPages` or
+ * `Frames` holds). Misuse kpalloc can see is refused as documented.
  */
 page_status page_put(void *page);
 
@@ -480,6 +495,11 @@ page_status page_put(void *page);
  *
  * Returns `PAGE_OK`; `PAGE_ESHARED` if it has more than one reference;
  * the other errors of `page_free`. Interrupt-safe given the irq hooks.
+ *
+ * # Safety
+ * The caller holds the reference it gives up (with `page_init`'s
+ * allocator also driven from Rust: not one a `Page`, `ContigPages` or
+ * `Frames` holds). Misuse kpalloc can see is refused as documented.
  */
 page_status page_split(void *block);
 

@@ -106,7 +106,20 @@ static CACHES: CpuCaches = CpuCaches::new();
 static GLOBAL: Once<Allocator<CHooks>> = Once::new();
 
 /// The allocator behind the C ABI, once `page_init` has made it.
-pub fn global() -> Option<&'static Allocator<CHooks>> {
+///
+/// # Safety
+/// Through it, release (`free`, `free_sized`, `put`, `split`) only blocks
+/// whose references you hold yourself, never one a [`crate::Page`],
+/// [`crate::ContigPages`] or [`crate::Frames`] holds: those hand out the
+/// block's memory, or promise a frame to no one else, for as long as they
+/// hold it. (Misuse kpalloc can see, such as a double free, is refused
+/// either way; a reference taken from another holder is not visible.)
+pub unsafe fn global() -> Option<&'static Allocator<CHooks>> {
+    installed()
+}
+
+/// [`global`] for this crate, whose own releases keep its contract.
+pub(crate) fn installed() -> Option<&'static Allocator<CHooks>> {
     GLOBAL.get()
 }
 
@@ -123,7 +136,7 @@ pub fn global() -> Option<&'static Allocator<CHooks>> {
 /// function of that signature, callable from every context kpalloc is used in.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn page_init(cfg: *const PageConfig) -> PageStatus {
-    if let Some(allocator) = global() {
+    if let Some(allocator) = installed() {
         // Already made: the installed hooks hear of it.
         return allocator.report::<()>(PageStatus::EBUSY, cfg.addr()).into();
     }
@@ -178,7 +191,7 @@ pub unsafe extern "C" fn page_init(cfg: *const PageConfig) -> PageStatus {
 /// the others before they are allocated) and belongs to kpalloc from now on.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn page_region_add(pa_start: u64, pa_end: u64, pool: u32) -> PageStatus {
-    let Some(allocator) = global() else {
+    let Some(allocator) = installed() else {
         return PageStatus::EUNINIT;
     };
     let addr = crate::allocator::region_report_addr(pa_start);
@@ -210,7 +223,7 @@ pub extern "C" fn page_alloc(count: usize, flags: u32) -> *mut c_void {
 /// for the rest of the program (a string literal).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn page_alloc_tagged(count: usize, flags: u32, tag: *const c_char) -> *mut c_void {
-    let Some(allocator) = global() else {
+    let Some(allocator) = installed() else {
         return ptr::null_mut();
     };
     let tag = if allocator.tracking() {
@@ -248,7 +261,7 @@ fn alloc_for_c(allocator: &Allocator<CHooks>, count: usize, align_pages: usize, 
 /// `PAGE_EINVAL`), and before `page_init`. Interrupt-safe given the irq hooks.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_alloc_aligned(count: usize, align_pages: usize, flags: u32) -> *mut c_void {
-    let Some(allocator) = global() else {
+    let Some(allocator) = installed() else {
         return ptr::null_mut();
     };
     alloc_for_c(allocator, count, align_pages, flags, Tag::NONE)
@@ -267,7 +280,7 @@ pub extern "C" fn page_alloc_aligned(count: usize, align_pages: usize, flags: u3
 /// `page_fail_after`/`page_fail_every`. Interrupt-safe given the irq hooks.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_alloc_at(pa: u64, count: usize, flags: u32) -> PageStatus {
-    let Some(allocator) = global() else {
+    let Some(allocator) = installed() else {
         return PageStatus::EUNINIT;
     };
     let addr = pa.wrapping_add(allocator.config().phys_offset) as usize;
@@ -284,7 +297,7 @@ fn on_block(
     block: *const c_void,
     op: impl FnOnce(&Allocator<CHooks>, PhysAddr) -> Result<(), PageStatus>,
 ) -> PageStatus {
-    let Some(allocator) = global() else {
+    let Some(allocator) = installed() else {
         return PageStatus::EUNINIT;
     };
     match allocator.pa(block.addr()) {
@@ -301,8 +314,13 @@ fn on_block(
 /// `PAGE_ENOTHEAD` for an interior page of a block; `PAGE_ENOTMANAGED` for
 /// NULL, an unaligned address, a metadata page or one outside every region;
 /// `PAGE_EUNINIT`. On error nothing changes. Interrupt-safe given the irq hooks.
+///
+/// # Safety
+/// The caller holds the reference it gives up (with `page_init`'s
+/// allocator also driven from Rust: not one a `Page`, `ContigPages` or
+/// `Frames` holds). Misuse kpalloc can see is refused as documented.
 #[unsafe(no_mangle)]
-pub extern "C" fn page_free(block: *mut c_void) -> PageStatus {
+pub unsafe extern "C" fn page_free(block: *mut c_void) -> PageStatus {
     on_block(block, |allocator, pa| allocator.free(pa))
 }
 
@@ -310,8 +328,13 @@ pub extern "C" fn page_free(block: *mut c_void) -> PageStatus {
 /// `palloc_free_multiple` does): `PAGE_EINVAL`, and nothing freed, if the
 /// block headed at `block` is not `pages` pages long. Other returns as
 /// `page_free`. Interrupt-safe given the irq hooks.
+///
+/// # Safety
+/// The caller holds the reference it gives up (with `page_init`'s
+/// allocator also driven from Rust: not one a `Page`, `ContigPages` or
+/// `Frames` holds). Misuse kpalloc can see is refused as documented.
 #[unsafe(no_mangle)]
-pub extern "C" fn page_free_sized(block: *mut c_void, pages: usize) -> PageStatus {
+pub unsafe extern "C" fn page_free_sized(block: *mut c_void, pages: usize) -> PageStatus {
     on_block(block, |allocator, pa| allocator.free_sized(pa, pages))
 }
 
@@ -331,8 +354,13 @@ pub extern "C" fn page_get(page: *mut c_void) -> PageStatus {
 ///
 /// Returns `PAGE_OK`, or the errors of `page_free` except `PAGE_ESHARED`.
 /// Safe from interrupt handlers given the irq hooks.
+///
+/// # Safety
+/// The caller holds the reference it gives up (with `page_init`'s
+/// allocator also driven from Rust: not one a `Page`, `ContigPages` or
+/// `Frames` holds). Misuse kpalloc can see is refused as documented.
 #[unsafe(no_mangle)]
-pub extern "C" fn page_put(page: *mut c_void) -> PageStatus {
+pub unsafe extern "C" fn page_put(page: *mut c_void) -> PageStatus {
     on_block(page, |allocator, pa| allocator.put(pa))
 }
 
@@ -342,8 +370,13 @@ pub extern "C" fn page_put(page: *mut c_void) -> PageStatus {
 ///
 /// Returns `PAGE_OK`; `PAGE_ESHARED` if it has more than one reference;
 /// the other errors of `page_free`. Interrupt-safe given the irq hooks.
+///
+/// # Safety
+/// The caller holds the reference it gives up (with `page_init`'s
+/// allocator also driven from Rust: not one a `Page`, `ContigPages` or
+/// `Frames` holds). Misuse kpalloc can see is refused as documented.
 #[unsafe(no_mangle)]
-pub extern "C" fn page_split(block: *mut c_void) -> PageStatus {
+pub unsafe extern "C" fn page_split(block: *mut c_void) -> PageStatus {
     on_block(block, |allocator, pa| allocator.split(pa))
 }
 
@@ -351,14 +384,16 @@ pub extern "C" fn page_split(block: *mut c_void) -> PageStatus {
 /// interior or unmanaged page, and before `page_init`. Lock-free.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_refcount(page: *const c_void) -> u32 {
-    global().and_then(|a| Some(a.refcount(a.pa(page.addr())?))).unwrap_or(0)
+    installed()
+        .and_then(|a| Some(a.refcount(a.pa(page.addr())?)))
+        .unwrap_or(0)
 }
 
 /// The length in pages of the block headed at `page`: 0 for a free,
 /// interior or unmanaged page, and before `page_init`. Lock-free.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_block_pages(page: *const c_void) -> usize {
-    global()
+    installed()
         .and_then(|a| Some(a.block_pages(a.pa(page.addr())?)))
         .unwrap_or(0)
 }
@@ -367,7 +402,7 @@ pub extern "C" fn page_block_pages(page: *const c_void) -> usize {
 /// phys_offset`); 0 if it has none, and before `page_init`.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_to_pa(kva: *const c_void) -> u64 {
-    global().and_then(|a| a.pa(kva.addr())).map_or(0, PhysAddr::as_u64)
+    installed().and_then(|a| a.pa(kva.addr())).map_or(0, PhysAddr::as_u64)
 }
 
 /// The kernel virtual address of physical address `pa` (`pa +
@@ -376,7 +411,7 @@ pub extern "C" fn page_to_pa(kva: *const c_void) -> u64 {
 /// beyond its direct map).
 #[unsafe(no_mangle)]
 pub extern "C" fn page_from_pa(pa: u64) -> *mut c_void {
-    global()
+    installed()
         .and_then(|allocator| pa.checked_add(allocator.config().phys_offset))
         .and_then(|kva| usize::try_from(kva).ok())
         .map_or(ptr::null_mut(), ptr::with_exposed_provenance_mut)
@@ -392,7 +427,7 @@ pub extern "C" fn page_from_pa(pa: u64) -> *mut c_void {
 /// `out` is NULL or valid for writing a `page_stats`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn page_stats_get(out: *mut PageStats) -> PageStatus {
-    let Some(allocator) = global() else {
+    let Some(allocator) = installed() else {
         return PageStatus::EUNINIT;
     };
     if out.is_null() {
@@ -413,7 +448,7 @@ pub unsafe extern "C" fn page_stats_get(out: *mut PageStats) -> PageStatus {
 /// `PAGE_OK`; `PAGE_EUNINIT`. Any context.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_fail_after(successes: u64) -> PageStatus {
-    global().map_or(PageStatus::EUNINIT, |allocator| {
+    installed().map_or(PageStatus::EUNINIT, |allocator| {
         allocator.fail_after(successes);
         PageStatus::OK
     })
@@ -425,14 +460,14 @@ pub extern "C" fn page_fail_after(successes: u64) -> PageStatus {
 /// 0; `PAGE_EUNINIT`. Any context.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_fail_every(n: u64) -> PageStatus {
-    global().map_or(PageStatus::EUNINIT, |allocator| allocator.fail_every(n).into())
+    installed().map_or(PageStatus::EUNINIT, |allocator| allocator.fail_every(n).into())
 }
 
 /// Stops the failures scheduled by `page_fail_after` / `page_fail_every`.
 /// Returns `PAGE_OK`; `PAGE_EUNINIT`. Any context.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_fail_off() -> PageStatus {
-    global().map_or(PageStatus::EUNINIT, |allocator| {
+    installed().map_or(PageStatus::EUNINIT, |allocator| {
         allocator.fail_off();
         PageStatus::OK
     })
@@ -473,7 +508,7 @@ pub unsafe extern "C" fn page_for_each_live(
     visit: Option<unsafe extern "C" fn(*mut c_void, *const PageLiveBlock)>,
     ctx: *mut c_void,
 ) -> PageStatus {
-    let Some(allocator) = global() else {
+    let Some(allocator) = installed() else {
         return PageStatus::EUNINIT;
     };
     let Some(visit) = visit else {
@@ -527,7 +562,7 @@ pub unsafe extern "C" fn page_dump(buf: *mut c_char, len: usize) -> usize {
         // SAFETY: the caller passes `len` writable bytes.
         unsafe { core::slice::from_raw_parts_mut(buf.cast(), len) }
     };
-    let Some(allocator) = global() else {
+    let Some(allocator) = installed() else {
         // An empty dump, still NUL-terminated as promised.
         if let Some(first) = buffer.first_mut() {
             *first = 0;
@@ -546,7 +581,7 @@ pub unsafe extern "C" fn page_dump(buf: *mut c_char, len: usize) -> usize {
 /// hooks.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_drain_caches() -> usize {
-    global().map_or(0, |allocator| allocator.drain_caches())
+    installed().map_or(0, |allocator| allocator.drain_caches())
 }
 
 /// Verifies all of kpalloc's metadata: bitmaps, summaries, reference
@@ -563,7 +598,7 @@ pub extern "C" fn page_drain_caches() -> usize {
 /// Holds the lock for a walk of every page: for tests and debugging.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_check() -> PageStatus {
-    global().map_or(PageStatus::EUNINIT, |allocator| allocator.check().into())
+    installed().map_or(PageStatus::EUNINIT, |allocator| allocator.check().into())
 }
 
 /// The name of status `status` (e.g. "PAGE_ENOMEM"), or "PAGE_UNKNOWN";

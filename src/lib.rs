@@ -65,7 +65,7 @@ pub const KPALLOC_VERSION_PATCH: u32 = 0;
 #[cfg(not(feature = "std"))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
-    if let Some(allocator) = global() {
+    if let Some(allocator) = ffi::installed() {
         allocator.hooks().panic(c"kpalloc: internal error");
     }
     raw::halt()

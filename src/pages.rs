@@ -1,6 +1,22 @@
 //! The Rust face over the global allocator (the one `page_init` sets up):
 //! RAII blocks whose `Clone` is `page_get` and whose `Drop` is `page_put`,
 //! and the `x86_64` crate's frame-allocator traits.
+//!
+//! A handle's reference is given up by the handle only: every call that
+//! releases a block by its address (`page_free`, `page_put`, `page_split`,
+//! `page_free_sized`, and `free`/`put`/`split` through [`crate::global`])
+//! is `unsafe`, so safe code cannot free a block under a handle and have
+//! its memory handed out twice.
+//!
+//! ```compile_fail,E0133
+//! let page = kpalloc::Page::new().unwrap();
+//! kpalloc::ffi::page_free(page.kva().as_mut_ptr::<core::ffi::c_void>());
+//! ```
+//!
+//! ```compile_fail,E0133
+//! let page = kpalloc::Page::new().unwrap();
+//! kpalloc::global().unwrap().free(page.pa());
+//! ```
 
 use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
@@ -9,12 +25,12 @@ use x86_64::structures::paging::{FrameAllocator, FrameDeallocator, PhysFrame, Si
 use x86_64::{PhysAddr, VirtAddr};
 
 use crate::allocator::{Allocator, Hooks};
-use crate::ffi::{global, CHooks};
+use crate::ffi::{installed, CHooks};
 use crate::status::PageStatus;
 use crate::types::{AllocFlags, KPALLOC_PAGE_SIZE};
 
 fn allocator() -> Result<&'static Allocator<CHooks>, PageStatus> {
-    global().ok_or(PageStatus::EUNINIT)
+    installed().ok_or(PageStatus::EUNINIT)
 }
 
 /// Physically contiguous pages holding one reference to their block.
@@ -73,9 +89,11 @@ impl ContigPages {
 
     /// The block's bytes.
     pub fn inner(&self) -> &[u8] {
-        // SAFETY: this handle holds a reference, so the block stays
-        // allocated while `self` is borrowed; writers need `inner_mut` on a
-        // sole reference, which cannot coexist with this borrow.
+        // SAFETY: this handle holds a reference, and no safe code can give
+        // it up but the handle (`global`, `page_free` and the other releases
+        // are unsafe for that), so the block stays allocated while `self`
+        // is borrowed; writers need `inner_mut` on a sole reference, which
+        // cannot coexist with this borrow.
         unsafe { crate::raw::block_bytes(self.kva().as_u64() as usize, self.pages * KPALLOC_PAGE_SIZE) }
     }
 
@@ -140,7 +158,8 @@ impl Clone for ContigPages {
 
 impl Drop for ContigPages {
     fn drop(&mut self) {
-        // A handle always holds a reference, so this cannot be refused.
+        // A handle holds a reference that only it gives up (see `inner`),
+        // so this is not refused.
         let _ = allocator().and_then(|a| a.put(self.pa));
     }
 }
@@ -304,7 +323,13 @@ pub struct Frames<'a, H: Hooks> {
 
 impl<'a, H: Hooks> Frames<'a, H> {
     /// Frames from `allocator`'s pool and zone chosen by `flags`.
-    pub fn new(allocator: &'a Allocator<H>, flags: AllocFlags) -> Self {
+    ///
+    /// # Safety
+    /// The frames it hands out are given back only through
+    /// [`FrameDeallocator::deallocate_frame`] (or by whoever they are passed
+    /// on to), never released through `allocator` by anyone else:
+    /// `FrameAllocator` promises that no frame is handed out twice.
+    pub unsafe fn new(allocator: &'a Allocator<H>, flags: AllocFlags) -> Self {
         Frames { allocator, flags }
     }
 }
@@ -312,12 +337,15 @@ impl<'a, H: Hooks> Frames<'a, H> {
 impl Frames<'static, CHooks> {
     /// Kernel-pool frames from the global allocator, if `page_init` ran.
     pub fn global() -> Option<Self> {
-        Some(Frames::new(global()?, AllocFlags::NONE))
+        // SAFETY: safe code cannot release the global allocator's blocks
+        // behind a holder's back (`global` and `page_free` are unsafe).
+        Some(unsafe { Frames::new(installed()?, AllocFlags::NONE) })
     }
 }
 
 // SAFETY: every frame returned was just allocated with one reference owned by
-// the caller, so no frame is handed out twice while in use.
+// the caller, and `Frames::new`'s contract keeps anyone else from releasing
+// it, so no frame is handed out twice while in use.
 unsafe impl<H: Hooks> FrameAllocator<Size4KiB> for Frames<'_, H> {
     fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
         let pa = self.allocator.alloc(1, 1, self.flags).ok()?;

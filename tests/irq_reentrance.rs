@@ -101,6 +101,11 @@ fn ok(status: PageStatus) {
 /// The "interrupt": allocates, shares, splits and frees.
 extern "C" fn on_signal(_signal: libc::c_int) {
     let run = HANDLER_RUNS.fetch_add(1, Ordering::SeqCst);
+    // SAFETY (the three releases): they give up only references this code
+    // took itself, which no handle holds.
+    let free = |block: *mut c_void| unsafe { page_free(block) };
+    let put = |block: *mut c_void| unsafe { page_put(block) };
+    let split = |block: *mut c_void| unsafe { page_split(block) };
     if DEPTH.load(Ordering::SeqCst) != 0 {
         // The hooks were open: the allocator's lock may be held right now.
         HANDLER_IN_CRITICAL.fetch_add(1, Ordering::SeqCst);
@@ -114,16 +119,16 @@ extern "C" fn on_signal(_signal: libc::c_int) {
     }
     HANDLER_ALLOCS.fetch_add(1, Ordering::SeqCst);
     ok(page_get(block));
-    ok(page_put(block));
+    ok(put(block));
     if run % 4 == 0 && pages > 1 {
-        ok(page_split(block));
+        ok(split(block));
         for i in 0..pages {
-            ok(page_free(block.cast::<u8>().wrapping_add(i * 4096).cast()));
+            ok(free(block.cast::<u8>().wrapping_add(i * 4096).cast()));
         }
     } else if run % 2 == 0 {
-        ok(page_put(block));
+        ok(put(block));
     } else {
-        ok(page_free(block));
+        ok(free(block));
     }
     HANDLER_FREES.fetch_add(1, Ordering::SeqCst);
 }
@@ -207,6 +212,10 @@ fn interrupts_that_allocate_never_deadlock_and_hooks_stay_balanced() {
         });
 
         // The interrupted thread.
+        // SAFETY (both releases): they give up only references this thread
+        // holds in `held`, which no handle holds.
+        let free = |block: *mut c_void| unsafe { page_free(block) };
+        let put = |block: *mut c_void| unsafe { page_put(block) };
         let mut held: Vec<*mut c_void> = Vec::new();
         let mut seed = 0x1234_5678_9ABC_DEF1u64;
         for i in 0..ITERATIONS {
@@ -223,19 +232,19 @@ fn interrupts_that_allocate_never_deadlock_and_hooks_stay_balanced() {
                 4 if !held.is_empty() => {
                     let block = held[(seed >> 8) as usize % held.len()];
                     assert_eq!(page_get(block), PageStatus::OK);
-                    assert_eq!(page_put(block), PageStatus::OK);
+                    assert_eq!(put(block), PageStatus::OK);
                 }
                 7 if i % 512 == 0 => assert_eq!(page_check(), PageStatus::OK),
                 _ if !held.is_empty() => {
                     let block = held.swap_remove((seed >> 8) as usize % held.len());
-                    assert_eq!(page_free(block), PageStatus::OK);
+                    assert_eq!(free(block), PageStatus::OK);
                 }
                 _ => {}
             }
             PROGRESS.fetch_add(1, Ordering::SeqCst);
         }
         for block in held {
-            assert_eq!(page_put(block), PageStatus::OK);
+            assert_eq!(put(block), PageStatus::OK);
         }
         stop.store(true, Ordering::SeqCst);
     });

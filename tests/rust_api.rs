@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::ffi::c_void;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use common::{TestMemory, PAGE};
@@ -39,7 +40,8 @@ fn setup() -> MutexGuard<'static, TestMemory> {
 }
 
 fn used_pages() -> u64 {
-    global().unwrap().stats().used_pages
+    // SAFETY: reads the counters; releases nothing.
+    unsafe { global() }.unwrap().stats().used_pages
 }
 
 #[test]
@@ -140,7 +142,9 @@ fn frames_implement_the_x86_64_traits() {
     assert_eq!(used_pages(), before + 1);
     unsafe { frames.deallocate_frame(frame) };
     assert_eq!(used_pages(), before);
-    let mut dma = Frames::new(global().unwrap(), AllocFlags::DMA32);
+    // SAFETY: its frames go back through it only, and `global` is used for
+    // nothing else.
+    let mut dma = unsafe { Frames::new(global().unwrap(), AllocFlags::DMA32) };
     let low = dma.allocate_frame().unwrap();
     assert!(low.start_address().as_u64() < 1 << 32);
     unsafe { dma.deallocate_frame(low) };
@@ -149,6 +153,11 @@ fn frames_implement_the_x86_64_traits() {
 #[test]
 fn c_abi_round_trip_from_rust() {
     let memory = setup();
+    // SAFETY (the three releases): only this test's own references are given
+    // up (no handle holds them), and the misuse among the calls is refused.
+    let free = |block: *mut c_void| unsafe { page_free(block) };
+    let put = |block: *mut c_void| unsafe { page_put(block) };
+    let split = |block: *mut c_void| unsafe { page_split(block) };
     let block = page_alloc_aligned(4, 4, kpalloc::types::PAGE_ALLOC_ZERO);
     assert!(!block.is_null());
     let pa = page_to_pa(block);
@@ -157,27 +166,27 @@ fn c_abi_round_trip_from_rust() {
     assert_eq!(page_block_pages(block), 4);
     assert_eq!(page_get(block), PageStatus::OK);
     assert_eq!(page_refcount(block), 2);
-    assert_eq!(page_free(block), PageStatus::ESHARED);
-    assert_eq!(page_put(block), PageStatus::OK);
+    assert_eq!(free(block), PageStatus::ESHARED);
+    assert_eq!(put(block), PageStatus::OK);
     let interior = block.cast::<u8>().wrapping_add(PAGE as usize).cast();
-    assert_eq!(page_free(interior), PageStatus::ENOTHEAD);
-    assert_eq!(page_split(block), PageStatus::OK);
-    assert_eq!(page_free(interior), PageStatus::OK);
+    assert_eq!(free(interior), PageStatus::ENOTHEAD);
+    assert_eq!(split(block), PageStatus::OK);
+    assert_eq!(free(interior), PageStatus::OK);
     for i in [0, 2, 3] {
         assert_eq!(
-            page_free(block.cast::<u8>().wrapping_add(i * PAGE as usize).cast()),
+            free(block.cast::<u8>().wrapping_add(i * PAGE as usize).cast()),
             PageStatus::OK
         );
     }
-    assert_eq!(page_free(block), PageStatus::ENOTALLOCATED);
-    assert_eq!(page_free(std::ptr::null_mut()), PageStatus::ENOTMANAGED);
+    assert_eq!(free(block), PageStatus::ENOTALLOCATED);
+    assert_eq!(free(std::ptr::null_mut()), PageStatus::ENOTMANAGED);
     assert!(page_alloc(1, 1 << 10).is_null());
     let unknown_pool = unsafe { page_region_add(1 << 40, (1 << 40) + 64 * PAGE, 7) };
     assert_eq!(unknown_pool, PageStatus::EINVAL);
     assert!(page_alloc(0, 0).is_null());
     assert_eq!(page_alloc_at(memory.pa(PAGES - 1).as_u64(), 1, 0), PageStatus::OK);
     assert_eq!(page_alloc_at(memory.pa(PAGES - 1).as_u64(), 1, 0), PageStatus::EBUSY);
-    assert_eq!(page_free(page_from_pa(memory.pa(PAGES - 1).as_u64())), PageStatus::OK);
+    assert_eq!(free(page_from_pa(memory.pa(PAGES - 1).as_u64())), PageStatus::OK);
     let mut stats = kpalloc::PageStats::default();
     assert_eq!(unsafe { page_stats_get(&mut stats) }, PageStatus::OK);
     assert_eq!(unsafe { page_stats_get(std::ptr::null_mut()) }, PageStatus::EINVAL);

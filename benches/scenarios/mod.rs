@@ -316,7 +316,8 @@ impl Subject for KpallocC {
     }
     #[inline]
     fn free(&self, h: Kva, _count: usize) {
-        let status = kpalloc::ffi::page_free(h.0);
+        // SAFETY: `h` is a block this bench allocated and gives up here.
+        let status = unsafe { kpalloc::ffi::page_free(h.0) };
         debug_assert_eq!(status, PageStatus::OK);
         std::hint::black_box(status);
     }
