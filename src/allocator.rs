@@ -494,7 +494,9 @@ impl<H: Hooks> Allocator<H> {
         // One search site, so that the search is inlined here.
         let outcome = loop {
             let outcome = self.locked(|inner| {
-                if inner.faults.fail_now() {
+                // One attempt, however many searches: the failure schedule
+                // is asked once.
+                if !drained && inner.faults.fail_now() {
                     return Search::Injected;
                 }
                 if count > MAX_BLOCK_PAGES {

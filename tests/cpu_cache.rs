@@ -736,6 +736,33 @@ fn scheduled_failures_fail_single_pages_even_with_pages_cached() {
 }
 
 #[test]
+fn a_search_retried_after_draining_the_caches_is_one_scheduled_attempt() {
+    let (_memory, allocator) = one_region(64);
+    let mut held = Vec::new();
+    while let Ok(pa) = allocator.alloc(1, 1, NONE) {
+        held.push(pa);
+    }
+    // Some back: they stay in this CPU's cache; the bitmap has none free.
+    for pa in held.drain(..4) {
+        allocator.free(pa).unwrap();
+    }
+    assert_eq!(allocator.stats().cached_pages, 4);
+    let before = allocator.stats().failed_allocs;
+
+    allocator.fail_after(1);
+    // The search finds the bitmap full, takes the cached pages back and
+    // searches again: still the one attempt let through.
+    held.push(allocator.alloc(1, 1, NONE).expect("the first attempt succeeds"));
+    assert_eq!(allocator.alloc(1, 1, NONE), Err(PageStatus::ENOMEM));
+    assert_eq!(allocator.stats().failed_allocs, before + 1);
+    allocator.fail_off();
+    for pa in held {
+        allocator.free(pa).unwrap();
+    }
+    assert_eq!(allocator.check(), Ok(()));
+}
+
+#[test]
 fn an_interrupted_cache_operation_sends_calls_on_its_cpu_to_the_lock_and_check_to_ebusy() {
     let (memory, allocator) = one_region(64);
     // The last CPU: check holds every other magazine before it finds this
