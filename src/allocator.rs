@@ -826,11 +826,13 @@ impl<H: Hooks> Allocator<H> {
     /// blocks of one reference each.
     pub fn split(&self, pa: PhysAddr) -> Result<(), PageStatus> {
         let result = self.locate(pa).and_then(|(region, bit)| {
-            self.locked(|_inner| match region.slot(bit) {
+            self.locked(|inner| match region.slot(bit) {
                 Slot::Free { .. } | Slot::Cached => Err(PageStatus::ENOTALLOCATED),
                 Slot::Interior(_) => Err(PageStatus::ENOTHEAD),
                 Slot::Head(1) => {
-                    for page in bit + 1..bit + region.block_pages(bit) {
+                    let pages = region.block_pages(bit);
+                    region.state.get(inner).spread_tag(bit, pages);
+                    for page in bit + 1..bit + pages {
                         region.slots[page].store(1, Ordering::Release);
                     }
                     Ok(())

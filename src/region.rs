@@ -162,6 +162,14 @@ impl RegionState {
         region.slots[bit].store(1, Ordering::Release);
     }
 
+    /// Gives every page of the `pages`-page block at `bit` the block's
+    /// allocation site, as a split makes each page a block of its own.
+    pub(crate) fn spread_tag(&mut self, bit: usize, pages: usize) {
+        if let Some(&site) = self.tags.get(bit) {
+            self.tags[bit + 1..bit + pages].fill(site);
+        }
+    }
+
     /// Moves up to `want` free pages, lowest first, into `magazine`: used
     /// in the bitmap, cached in their slots. Returns how many it moved.
     pub(crate) fn claim_for_cache(&mut self, region: &'static Region, want: usize, magazine: &mut Magazine) -> usize {

@@ -548,6 +548,30 @@ fn a_leak_is_reported_with_its_rust_allocation_site() {
 }
 
 #[test]
+fn the_pages_of_a_split_block_keep_its_allocation_site() {
+    let memory = TestMemory::new(0x10_0000, 64);
+    let allocator = memory.allocator_with_debug(kpalloc::types::PAGE_DEBUG_TRACK);
+    memory.add(&allocator, 0, 64, Pool::Kernel).unwrap();
+    // An earlier block's sites are left where the split block will lie.
+    let earlier = allocator.alloc(3, 1, NONE).unwrap();
+    allocator.split(earlier).unwrap();
+    for page in 0..3 {
+        allocator.free(earlier + page * PAGE).unwrap();
+    }
+    let line = line!() + 1;
+    let block = allocator.alloc(3, 1, NONE).unwrap();
+    assert_eq!(block, earlier);
+    allocator.split(block).unwrap();
+    let mut live = Vec::new();
+    allocator.for_each_live(|b| live.push(*b));
+    assert_eq!(live.len(), 3);
+    for (page, block) in live.iter().enumerate() {
+        assert_eq!(block.pages, 1, "page {page}");
+        assert_eq!(block.tag.line(), line, "page {page}");
+    }
+}
+
+#[test]
 fn without_tracking_live_blocks_have_no_site() {
     let (_memory, allocator) = one_region(64);
     let block = allocator.alloc(2, 1, NONE).unwrap();
