@@ -109,7 +109,8 @@
  * The numbers are part of the C ABI and never change. Every status other
  * than `PAGE_OK` means that the allocator's state is exactly as it was
  * before the call (only the `failed_allocs` and `misuse_reports` counters
- * move; and with per-CPU caches, a refused allocation may first have
+ * move, and a scheduled failure counts the attempt; and with per-CPU
+ * caches, a refused allocation may first have
  * emptied them into the bitmaps, which changes `cached_pages` and
  * `largest_free_run` but no page's state).
  *
@@ -129,12 +130,16 @@ enum page_status
   PAGE_ENOMEM = 1,
   /**
    * An argument is invalid: zero count, bad alignment, unknown flags or
-   * pool, empty or reversed range, NULL out-pointer.
+   * pool, empty or reversed range, NULL out-pointer; also an unaligned
+   * `page_alloc_at` address, a length `page_free_sized` finds wrong, a
+   * pool/DMA32 mismatch, `page_fail_every(0)`, and a region without
+   * kernel virtual addresses.
    */
   PAGE_EINVAL = 2,
   /**
-   * The address is NULL, not page aligned, outside every region, or one
-   * of a region's metadata pages.
+   * The address (of a block to free, get, put or split, or a range to
+   * reserve) is NULL, not page aligned, outside every region, or one of
+   * a region's metadata pages.
    */
   PAGE_ENOTMANAGED = 3,
   /**
@@ -166,7 +171,8 @@ enum page_status
    */
   PAGE_EUNINIT = 10,
   /**
-   * Already initialised, or a page of the requested range is in use.
+   * Already initialised, or a page of the requested range is in use, or
+   * (`page_check`) a CPU's page cache stayed in use during the check.
    */
   PAGE_EBUSY = 11,
   /**
@@ -202,14 +208,19 @@ typedef struct page_config {
   void (*irq_restore)(uint64_t);
   /**
    * Stops the kernel with a message; must not return. Called (never
-   * under the lock) for a failed `PAGE_ALLOC_ASSERT` allocation. NULL:
-   * kpalloc halts the CPU (a kernel) or aborts (a host).
+   * under the lock) for a failed `PAGE_ALLOC_ASSERT` allocation, and
+   * with a fixed message for an internal error (a kpalloc bug), from
+   * wherever it struck. NULL: kpalloc halts the CPU (a kernel) or aborts
+   * (a host).
    */
   void (*panic)(const char*);
   /**
-   * Told once about every call refused as misuse, with its status and
-   * the address the caller passed (NULL where there was none); never
-   * under the lock, so it may call kpalloc. NULL: status only.
+   * Told once about every call refused as misuse (every refusal but
+   * `PAGE_ENOMEM`), with its status and the address the caller passed
+   * (NULL where there was none), and about a free page found with its
+   * poison pattern overwritten (`PAGE_ECORRUPT`; the allocation goes
+   * ahead); never under the lock, so it may call kpalloc. NULL: status
+   * only.
    * Physical addresses are passed as: `page_region_add`, the start as a
    * pointer (NULL if it does not fit in one); `page_alloc_at`, the
    * kernel virtual address of `pa`.
@@ -274,7 +285,8 @@ typedef struct page_stats {
    */
   uint64_t failed_allocs;
   /**
-   * Calls refused as misuse (each also reported through `on_misuse`).
+   * Calls refused as misuse, and free pages found with their poison
+   * overwritten (each also reported through `on_misuse`).
    */
   uint64_t misuse_reports;
   /**

@@ -32,13 +32,17 @@ pub trait Hooks: Sync {
     /// Undoes the matching `irq_save`, after the lock is released.
     fn irq_restore(&self, _saved: u64) {}
     /// Stops the kernel (a failed `PAGE_ALLOC_ASSERT` allocation). Never
-    /// called with the lock held.
+    /// called with the lock held, but for an internal error (a kpalloc bug)
+    /// in a build without `std`, whose panic handler calls it wherever the
+    /// bug struck.
     fn panic(&self, _message: &CStr) -> ! {
         crate::raw::halt()
     }
-    /// Told about every refused call, once, with its status and the address
-    /// the caller passed (0 where there was none). Never called with the
-    /// lock held.
+    /// Told once about every call refused as misuse (every refusal but
+    /// `ENOMEM`), with its status and the address the caller passed (0
+    /// where there was none), and about a free page found with its poison
+    /// pattern overwritten (`ECORRUPT`, though the allocation that found it
+    /// goes ahead). Never called with the lock held.
     fn on_misuse(&self, _status: PageStatus, _addr: usize) {}
     /// The number of the CPU making the call, to pick its page cache (see
     /// [`Allocator::with_cpu_caches`]). It may be stale (the thread may
@@ -77,7 +81,8 @@ pub struct PageStats {
     pub high_water_pages: u64,
     /// Allocations refused for lack of memory (`PAGE_ENOMEM`).
     pub failed_allocs: u64,
-    /// Calls refused as misuse (each also reported through `on_misuse`).
+    /// Calls refused as misuse, and free pages found with their poison
+    /// overwritten (each also reported through `on_misuse`).
     pub misuse_reports: u64,
     /// Bytes of metadata actually used (bitmaps, summaries, counts, headers),
     /// for the metadata cost per page: `metadata_bytes / total_pages`.
@@ -154,7 +159,8 @@ pub struct LiveBlock {
 pub struct Config {
     /// Kernel virtual address = physical address + `phys_offset`.
     pub phys_offset: u64,
-    /// `PAGE_DEBUG_*` bits.
+    /// `PAGE_DEBUG_*` bits (unknown ones are ignored here; `page_init`
+    /// refuses them).
     pub debug: u32,
 }
 
@@ -347,9 +353,11 @@ impl<H: Hooks> Allocator<H> {
 
     /// Hands the pages of `[start, end)` (rounded inward to pages) to the
     /// allocator, in `pool`. Its metadata is written into its first pages;
-    /// no other page of it is read or written until allocated. `EINVAL`,
-    /// and nothing changes, if the range is empty or its kernel virtual
-    /// addresses wrap around or do not fit in a pointer.
+    /// no other page of it is read or written until allocated. On error
+    /// nothing changes: `EINVAL` if the range is empty or its kernel virtual
+    /// addresses wrap around or do not fit in a pointer; `EOVERLAP` if it
+    /// shares a page with a region added before; `ETOOSMALL` if it cannot
+    /// hold its metadata plus one page.
     ///
     /// # Safety
     /// The whole range, at its kernel virtual address (physical +
@@ -399,6 +407,10 @@ impl<H: Hooks> Allocator<H> {
     /// page number is a multiple of `align` (a power of two), with one
     /// reference. Lowest address first, the regions in address order.
     /// Under `PAGE_DEBUG_TRACK` the block records the caller's location.
+    /// `ENOMEM` when no such run is free (or a scheduled failure says so);
+    /// `EINVAL` for a zero count, an `align` that is not a power of two, or
+    /// unknown flags. With `AllocFlags::ASSERT`, a failure calls
+    /// [`Hooks::panic`] instead of returning.
     #[track_caller]
     pub fn alloc(&self, count: usize, align: usize, flags: AllocFlags) -> Result<PhysAddr, PageStatus> {
         self.alloc_tagged(count, align, flags, Tag::from_location(Location::caller()))
@@ -417,7 +429,10 @@ impl<H: Hooks> Allocator<H> {
     }
 
     /// Allocates exactly the `count` pages from `pa` (to reserve firmware or
-    /// kernel-image pages): `EBUSY` if one of them is in use.
+    /// kernel-image pages): `EBUSY` if one of them is in use; `ENOTMANAGED`
+    /// if they are not all usable pages of one region; `EINVAL` for an
+    /// unaligned `pa`, a count of zero or above `PAGE_REFCOUNT_MAX`, or a
+    /// pool/DMA32 mismatch. Scheduled failures do not apply to it.
     #[track_caller]
     pub fn alloc_at(&self, pa: PhysAddr, count: usize, flags: AllocFlags) -> Result<(), PageStatus> {
         self.alloc_at_tagged(pa, count, flags, Tag::from_location(Location::caller()))
@@ -861,8 +876,9 @@ impl<H: Hooks> Allocator<H> {
         }
     }
 
-    /// Lets the next `successes` allocations succeed and fails every later
-    /// one with `ENOMEM`, until [`Allocator::fail_off`]. It joins a
+    /// Lets the next `successes` allocations ([`Allocator::alloc`], not
+    /// [`Allocator::alloc_at`]) succeed and fails every later one with
+    /// `ENOMEM`, until [`Allocator::fail_off`]. It joins a
     /// [`Allocator::fail_every`] rule in force rather than replacing it:
     /// an allocation fails if either rule says so, and the count here runs
     /// over attempts, failed ones included.

@@ -30,12 +30,17 @@ pub struct PageConfig {
     /// Restores what `irq_save` returned; called after every lock hold.
     pub irq_restore: Option<unsafe extern "C" fn(u64)>,
     /// Stops the kernel with a message; must not return. Called (never
-    /// under the lock) for a failed `PAGE_ALLOC_ASSERT` allocation. NULL:
-    /// kpalloc halts the CPU (a kernel) or aborts (a host).
+    /// under the lock) for a failed `PAGE_ALLOC_ASSERT` allocation, and
+    /// with a fixed message for an internal error (a kpalloc bug), from
+    /// wherever it struck. NULL: kpalloc halts the CPU (a kernel) or aborts
+    /// (a host).
     pub panic: Option<unsafe extern "C" fn(*const c_char)>,
-    /// Told once about every call refused as misuse, with its status and
-    /// the address the caller passed (NULL where there was none); never
-    /// under the lock, so it may call kpalloc. NULL: status only.
+    /// Told once about every call refused as misuse (every refusal but
+    /// `PAGE_ENOMEM`), with its status and the address the caller passed
+    /// (NULL where there was none), and about a free page found with its
+    /// poison pattern overwritten (`PAGE_ECORRUPT`; the allocation goes
+    /// ahead); never under the lock, so it may call kpalloc. NULL: status
+    /// only.
     /// Physical addresses are passed as: `page_region_add`, the start as a
     /// pointer (NULL if it does not fit in one); `page_alloc_at`, the
     /// kernel virtual address of `pa`.

@@ -45,14 +45,16 @@ pub struct ContigPages {
 
 impl ContigPages {
     /// Allocates at least `size` bytes of whole pages; `None` when memory
-    /// runs out, for a zero size, or before `page_init`.
+    /// runs out, before `page_init`, or for a zero size (reported as misuse,
+    /// `EINVAL`).
     #[track_caller]
     pub fn new(size: usize) -> Option<Self> {
         Self::new_with_align(size, KPALLOC_PAGE_SIZE)
     }
 
     /// As [`ContigPages::new`], with the physical address a multiple of
-    /// `align` bytes (a power of two; at least a page is always given).
+    /// `align` bytes (a power of two, else `None` reported as misuse; at
+    /// least a page is always given).
     #[track_caller]
     pub fn new_with_align(size: usize, align: usize) -> Option<Self> {
         let pages = size.div_ceil(KPALLOC_PAGE_SIZE);
@@ -127,7 +129,9 @@ impl ContigPages {
     }
 
     /// Splits a block held by this sole reference into single pages, each
-    /// with its own reference; gives the block back if it is shared.
+    /// with its own reference; gives the block back if it is shared (a
+    /// refusal reported as misuse, `ESHARED`: check `refcount` first to
+    /// avoid it).
     pub fn split(self) -> Result<SplitPages, Self> {
         match allocator().and_then(|a| a.split(self.pa)) {
             Ok(()) => {
@@ -305,7 +309,10 @@ impl<'a> PageRef<'a> {
         self.pa
     }
 
-    /// A new owned reference to the page (`page_get`).
+    /// A new owned reference to the page (`page_get`): `EOVERFLOW` at
+    /// `PAGE_REFCOUNT_MAX`, `EUNINIT` before `page_init`. From the head of
+    /// a longer block (a `PageRef` made with `from_pa`), the `Page` covers
+    /// the first page and holds a reference to the whole block.
     pub fn to_page(&self) -> Result<Page, PageStatus> {
         allocator()?.get(self.pa)?;
         Ok(Page {

@@ -9,7 +9,8 @@ use core::ffi::CStr;
 /// The numbers are part of the C ABI and never change. Every status other
 /// than `PAGE_OK` means that the allocator's state is exactly as it was
 /// before the call (only the `failed_allocs` and `misuse_reports` counters
-/// move; and with per-CPU caches, a refused allocation may first have
+/// move, and a scheduled failure counts the attempt; and with per-CPU
+/// caches, a refused allocation may first have
 /// emptied them into the bitmaps, which changes `cached_pages` and
 /// `largest_free_run` but no page's state).
 ///
@@ -23,10 +24,14 @@ pub enum PageStatus {
     /// Not enough free memory of the requested kind (exhaustion, not misuse).
     ENOMEM = 1,
     /// An argument is invalid: zero count, bad alignment, unknown flags or
-    /// pool, empty or reversed range, NULL out-pointer.
+    /// pool, empty or reversed range, NULL out-pointer; also an unaligned
+    /// `page_alloc_at` address, a length `page_free_sized` finds wrong, a
+    /// pool/DMA32 mismatch, `page_fail_every(0)`, and a region without
+    /// kernel virtual addresses.
     EINVAL = 2,
-    /// The address is NULL, not page aligned, outside every region, or one
-    /// of a region's metadata pages.
+    /// The address (of a block to free, get, put or split, or a range to
+    /// reserve) is NULL, not page aligned, outside every region, or one of
+    /// a region's metadata pages.
     ENOTMANAGED = 3,
     /// The page is free: double free, or get/put on a page never allocated.
     ENOTALLOCATED = 4,
@@ -42,7 +47,8 @@ pub enum PageStatus {
     ETOOSMALL = 9,
     /// `page_init` has not been called yet.
     EUNINIT = 10,
-    /// Already initialised, or a page of the requested range is in use.
+    /// Already initialised, or a page of the requested range is in use, or
+    /// (`page_check`) a CPU's page cache stayed in use during the check.
     EBUSY = 11,
     /// A self-check found the allocator's state inconsistent.
     ECORRUPT = 12,
