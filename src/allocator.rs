@@ -276,12 +276,22 @@ impl<H: Hooks> Allocator<H> {
     /// Single pages then come most recently freed first rather than lowest
     /// address first. `PAGE_DEBUG_POISON` and `PAGE_DEBUG_TRACK` turn the
     /// caches off (every page goes through their checks).
+    ///
+    /// # Panics
+    /// If `caches` already serve another allocator: a page of one
+    /// allocator's regions would be handed out by the other.
     pub fn with_cpu_caches(config: Config, hooks: H, caches: &'static CpuCaches) -> Self {
         Self::with_caches(config, hooks, Some(caches))
     }
 
     fn with_caches(config: Config, hooks: H, caches: Option<&'static CpuCaches>) -> Self {
         let caches = caches.filter(|_| config.debug & (PAGE_DEBUG_POISON | PAGE_DEBUG_TRACK) == 0);
+        if let Some(caches) = caches {
+            assert!(
+                caches.claim(),
+                "kpalloc: these CpuCaches already serve another allocator"
+            );
+        }
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Allocator {
             config,

@@ -15,7 +15,7 @@
 //! `check` sees each of them and every misuse check still holds.
 
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::region::Region;
 use crate::sync::{OwnLines, TryLock, TryLockGuard};
@@ -121,6 +121,9 @@ impl Cache {
 pub struct CpuCaches {
     /// Each CPU's caches, one per pool.
     cpus: [OwnLines<[Cache; 2]>; KPALLOC_MAX_CPUS],
+    /// Whether an allocator uses them: pages of one allocator's regions
+    /// must never reach another.
+    claimed: AtomicBool,
 }
 
 impl Default for CpuCaches {
@@ -134,7 +137,13 @@ impl CpuCaches {
     pub const fn new() -> Self {
         CpuCaches {
             cpus: [const { OwnLines([Cache::new(), Cache::new()]) }; KPALLOC_MAX_CPUS],
+            claimed: AtomicBool::new(false),
         }
+    }
+
+    /// Takes the caches for one allocator; `false` if one has them already.
+    pub(crate) fn claim(&self) -> bool {
+        !self.claimed.swap(true, Ordering::AcqRel)
     }
 
     fn cache(&self, cpu: usize, pool: Pool) -> &Cache {

@@ -736,6 +736,14 @@ fn scheduled_failures_fail_single_pages_even_with_pages_cached() {
 }
 
 #[test]
+#[should_panic(expected = "already serve another allocator")]
+fn caches_serve_one_allocator_only() {
+    let caches: &'static CpuCaches = Box::leak(Box::new(CpuCaches::new()));
+    let _first = Allocator::with_cpu_caches(Config::default(), TestHooks, caches);
+    let _second = Allocator::with_cpu_caches(Config::default(), TestHooks, caches);
+}
+
+#[test]
 fn a_search_retried_after_draining_the_caches_is_one_scheduled_attempt() {
     let (_memory, allocator) = one_region(64);
     let mut held = Vec::new();
