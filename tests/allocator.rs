@@ -344,6 +344,38 @@ fn every_misuse_is_refused_with_its_own_status_and_changes_nothing() {
             allocator.split(block + PAGE),
             PageStatus::ENOTHEAD,
         ),
+        ("split of free page", allocator.split(freed), PageStatus::ENOTALLOCATED),
+        ("split of shared block", allocator.split(shared), PageStatus::ESHARED),
+        (
+            "split outside every region",
+            allocator.split(memory.pa(5000)),
+            PageStatus::ENOTMANAGED,
+        ),
+        (
+            "put on interior page",
+            allocator.put(block + PAGE),
+            PageStatus::ENOTHEAD,
+        ),
+        (
+            "get outside every region",
+            allocator.get(memory.pa(5000)),
+            PageStatus::ENOTMANAGED,
+        ),
+        (
+            "put on a metadata page",
+            allocator.put(memory.pa(0)),
+            PageStatus::ENOTMANAGED,
+        ),
+        (
+            "alloc_at of no pages",
+            allocator.alloc_at(memory.pa(100), 0, NONE),
+            PageStatus::EINVAL,
+        ),
+        (
+            "alloc_at of a block longer than any",
+            allocator.alloc_at(memory.pa(100), 1 << 31, NONE),
+            PageStatus::EINVAL,
+        ),
         (
             "sized free with the wrong length",
             allocator.free_sized(block, 3),
