@@ -9,8 +9,12 @@ use x86_64::PhysAddr;
 const NONE: AllocFlags = AllocFlags::NONE;
 
 fn one_region(pages: u64) -> (TestMemory, kpalloc::Allocator) {
+    one_region_with_debug(pages, 0)
+}
+
+fn one_region_with_debug(pages: u64, debug: u32) -> (TestMemory, kpalloc::Allocator) {
     let memory = TestMemory::new(0x10_0000, pages);
-    let allocator = memory.allocator();
+    let allocator = memory.allocator_with_debug(debug);
     memory.add(&allocator, 0, pages, Pool::Kernel).unwrap();
     (memory, allocator)
 }
@@ -480,9 +484,7 @@ fn dma32_allocations_stay_below_4_gib() {
 /// A poisoning allocator over 32 pages, and a two-page block allocated and
 /// freed in it (so poisoned).
 fn a_poisoned_block() -> (TestMemory, kpalloc::Allocator, x86_64::PhysAddr) {
-    let memory = TestMemory::new(0x10_0000, 32);
-    let allocator = memory.allocator_with_debug(kpalloc::types::PAGE_DEBUG_POISON);
-    memory.add(&allocator, 0, 32, Pool::Kernel).unwrap();
+    let (memory, allocator) = one_region_with_debug(32, kpalloc::types::PAGE_DEBUG_POISON);
     let block = allocator.alloc(2, 1, NONE).unwrap();
     allocator.free(block).unwrap();
     assert!(allocator.check().is_ok());
@@ -562,9 +564,7 @@ fn the_two_failure_rules_combine() {
 
 #[test]
 fn a_leak_is_reported_with_its_rust_allocation_site() {
-    let memory = TestMemory::new(0x10_0000, 64);
-    let allocator = memory.allocator_with_debug(kpalloc::types::PAGE_DEBUG_TRACK);
-    memory.add(&allocator, 0, 64, Pool::Kernel).unwrap();
+    let (_memory, allocator) = one_region_with_debug(64, kpalloc::types::PAGE_DEBUG_TRACK);
     let freed = allocator.alloc(1, 1, NONE).unwrap();
     let leaked_line = line!() + 1;
     let leaked = allocator.alloc(3, 1, NONE).unwrap();
@@ -581,9 +581,7 @@ fn a_leak_is_reported_with_its_rust_allocation_site() {
 
 #[test]
 fn the_pages_of_a_split_block_keep_its_allocation_site() {
-    let memory = TestMemory::new(0x10_0000, 64);
-    let allocator = memory.allocator_with_debug(kpalloc::types::PAGE_DEBUG_TRACK);
-    memory.add(&allocator, 0, 64, Pool::Kernel).unwrap();
+    let (_memory, allocator) = one_region_with_debug(64, kpalloc::types::PAGE_DEBUG_TRACK);
     // An earlier block's sites are left where the split block will lie.
     let earlier = allocator.alloc(3, 1, NONE).unwrap();
     allocator.split(earlier).unwrap();
