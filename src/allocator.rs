@@ -735,7 +735,11 @@ impl<H: Hooks> Allocator<H> {
         Ok((region, region.bit_of(pfn)?))
     }
 
-    /// Frees the block headed at `pa`, which must have exactly one reference.
+    /// Frees the block headed at `pa`, which must have exactly one reference:
+    /// `ESHARED` if it has more, `ENOTALLOCATED` if it is free (or cached),
+    /// `ENOTHEAD` for an interior page, `ENOTMANAGED` for an address that is
+    /// not a usable page of a region. Every refusal changes nothing and is
+    /// reported through [`Hooks::on_misuse`].
     pub fn free(&self, pa: PhysAddr) -> Result<(), PageStatus> {
         self.free_checked(pa, None)
     }
@@ -757,6 +761,8 @@ impl<H: Hooks> Allocator<H> {
     }
 
     /// Adds a reference to the block headed at `pa`. Lock-free.
+    /// `EOVERFLOW` at `PAGE_REFCOUNT_MAX`; otherwise refused as
+    /// [`Allocator::free`] refuses, but for `ESHARED`.
     pub fn get(&self, pa: PhysAddr) -> Result<(), PageStatus> {
         let result = self
             .locate(pa)
@@ -765,7 +771,8 @@ impl<H: Hooks> Allocator<H> {
     }
 
     /// Drops a reference to the block headed at `pa`, freeing it with the
-    /// last one. Lock-free unless it is the last.
+    /// last one. Lock-free unless it is the last. Refused as
+    /// [`Allocator::free`] refuses, but for `ESHARED`.
     pub fn put(&self, pa: PhysAddr) -> Result<(), PageStatus> {
         let result = self.locate(pa).and_then(|(region, bit)| loop {
             match refcount::put_unless_last(&region.slots[bit])? {
@@ -848,7 +855,8 @@ impl<H: Hooks> Allocator<H> {
     }
 
     /// Turns the block headed at `pa` (one reference) into single-page
-    /// blocks of one reference each.
+    /// blocks of one reference each, each keeping the block's allocation
+    /// site. Refused as [`Allocator::free`] refuses.
     pub fn split(&self, pa: PhysAddr) -> Result<(), PageStatus> {
         let result = self.locate(pa).and_then(|(region, bit)| {
             self.locked(|inner| match region.slot(bit) {
