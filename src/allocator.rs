@@ -278,8 +278,9 @@ impl<H: Hooks> Allocator<H> {
     /// caches off (every page goes through their checks).
     ///
     /// # Panics
-    /// If `caches` already serve another allocator: a page of one
-    /// allocator's regions would be handed out by the other.
+    /// If `caches` serve another allocator that is still alive: a page of
+    /// one allocator's regions would be handed out by the other. (Dropping
+    /// an allocator frees its caches, and forgets the pages in them.)
     pub fn with_cpu_caches(config: Config, hooks: H, caches: &'static CpuCaches) -> Self {
         Self::with_caches(config, hooks, Some(caches))
     }
@@ -1106,6 +1107,17 @@ impl<H: Hooks> Allocator<H> {
             };
             self.report(PageStatus::ECORRUPT, addr)
         })
+    }
+}
+
+impl<H: Hooks> Drop for Allocator<H> {
+    /// Gives the per-CPU caches back for another allocator. The pages in
+    /// them are forgotten with this allocator's regions, whose memory is
+    /// not touched: it may be gone already.
+    fn drop(&mut self) {
+        if let Some(caches) = self.caches {
+            caches.disown();
+        }
     }
 }
 

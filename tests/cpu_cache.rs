@@ -737,10 +737,31 @@ fn scheduled_failures_fail_single_pages_even_with_pages_cached() {
 
 #[test]
 #[should_panic(expected = "already serve another allocator")]
-fn caches_serve_one_allocator_only() {
+fn caches_serve_one_allocator_at_a_time() {
     let caches: &'static CpuCaches = Box::leak(Box::new(CpuCaches::new()));
     let _first = Allocator::with_cpu_caches(Config::default(), TestHooks, caches);
     let _second = Allocator::with_cpu_caches(Config::default(), TestHooks, caches);
+}
+
+#[test]
+fn a_dropped_allocator_leaves_its_caches_empty_for_the_next() {
+    let caches: &'static CpuCaches = Box::leak(Box::new(CpuCaches::new()));
+    on_cpu(0);
+    for round in 0..2 {
+        let memory = TestMemory::new(0x10_0000, 64);
+        let config = Config {
+            phys_offset: memory.phys_offset,
+            debug: 0,
+        };
+        let allocator = Allocator::with_cpu_caches(config, TestHooks, caches);
+        assert_eq!(allocator.stats().cached_pages, 0, "round {round}");
+        memory.add(&allocator, 0, 64, Pool::Kernel).unwrap();
+        let page = allocator.alloc(1, 1, NONE).unwrap();
+        allocator.free(page).unwrap();
+        assert_eq!(allocator.stats().cached_pages, BATCH_PAGES);
+        // Dropped with pages cached: the next round's allocator must not
+        // hand them out.
+    }
 }
 
 #[test]
