@@ -382,11 +382,10 @@ page_status page_init(const struct page_config *cfg);
  * start or end at or above 2^52 (the end too, though it is exclusive), a
  * range whose kernel virtual addresses wrap around or do not fit in a
  * pointer (on a 32-bit kernel, memory beyond its direct map), or an
- * unknown pool;
- * `PAGE_EOVERLAP` if it shares a page with a region added before;
- * `PAGE_ETOOSMALL` if it cannot hold its metadata plus one page;
- * `PAGE_EUNINIT`. On error nothing changes. Not from interrupt context
- * (it writes the metadata under the lock).
+ * unknown pool; `PAGE_EOVERLAP` if it shares a page with a region added
+ * before; `PAGE_ETOOSMALL` if it cannot hold its metadata plus one page;
+ * `PAGE_EUNINIT`. On error nothing changes. Not from interrupt context (it
+ * writes the metadata under the lock).
  *
  * # Safety
  * The range, at kernel virtual address `pa + phys_offset`, must be memory
@@ -470,9 +469,7 @@ page_status page_free(void *block);
  * `page_free`. Interrupt-safe given the irq hooks.
  *
  * # Safety
- * The caller holds the reference it gives up (with `page_init`'s
- * allocator also driven from Rust: not one a `Page`, `ContigPages` or
- * `Frames` holds). Misuse kpalloc can see is refused as documented.
+ * As `page_free`.
  */
 page_status page_free_sized(void *block, size_t pages);
 
@@ -494,9 +491,7 @@ page_status page_get(void *page);
  * Safe from interrupt handlers given the irq hooks.
  *
  * # Safety
- * The caller holds the reference it gives up (with `page_init`'s
- * allocator also driven from Rust: not one a `Page`, `ContigPages` or
- * `Frames` holds). Misuse kpalloc can see is refused as documented.
+ * As `page_free`.
  */
 page_status page_put(void *page);
 
@@ -509,9 +504,7 @@ page_status page_put(void *page);
  * the other errors of `page_free`. Interrupt-safe given the irq hooks.
  *
  * # Safety
- * The caller holds the reference it gives up (with `page_init`'s
- * allocator also driven from Rust: not one a `Page`, `ContigPages` or
- * `Frames` holds). Misuse kpalloc can see is refused as documented.
+ * As `page_free`.
  */
 page_status page_split(void *block);
 

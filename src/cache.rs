@@ -154,7 +154,6 @@ impl CpuCaches {
         for mut cache in self.try_lock_each() {
             let count = cache.len();
             cache.forget_oldest(count);
-            cache.publish();
             emptied += 1;
         }
         if emptied == 2 * KPALLOC_MAX_CPUS {

@@ -184,11 +184,10 @@ pub unsafe extern "C" fn page_init(cfg: *const PageConfig) -> PageStatus {
 /// start or end at or above 2^52 (the end too, though it is exclusive), a
 /// range whose kernel virtual addresses wrap around or do not fit in a
 /// pointer (on a 32-bit kernel, memory beyond its direct map), or an
-/// unknown pool;
-/// `PAGE_EOVERLAP` if it shares a page with a region added before;
-/// `PAGE_ETOOSMALL` if it cannot hold its metadata plus one page;
-/// `PAGE_EUNINIT`. On error nothing changes. Not from interrupt context
-/// (it writes the metadata under the lock).
+/// unknown pool; `PAGE_EOVERLAP` if it shares a page with a region added
+/// before; `PAGE_ETOOSMALL` if it cannot hold its metadata plus one page;
+/// `PAGE_EUNINIT`. On error nothing changes. Not from interrupt context (it
+/// writes the metadata under the lock).
 ///
 /// # Safety
 /// The range, at kernel virtual address `pa + phys_offset`, must be memory
@@ -335,9 +334,7 @@ pub unsafe extern "C" fn page_free(block: *mut c_void) -> PageStatus {
 /// `page_free`. Interrupt-safe given the irq hooks.
 ///
 /// # Safety
-/// The caller holds the reference it gives up (with `page_init`'s
-/// allocator also driven from Rust: not one a `Page`, `ContigPages` or
-/// `Frames` holds). Misuse kpalloc can see is refused as documented.
+/// As `page_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn page_free_sized(block: *mut c_void, pages: usize) -> PageStatus {
     on_block(block, |allocator, pa| allocator.free_sized(pa, pages))
@@ -361,9 +358,7 @@ pub extern "C" fn page_get(page: *mut c_void) -> PageStatus {
 /// Safe from interrupt handlers given the irq hooks.
 ///
 /// # Safety
-/// The caller holds the reference it gives up (with `page_init`'s
-/// allocator also driven from Rust: not one a `Page`, `ContigPages` or
-/// `Frames` holds). Misuse kpalloc can see is refused as documented.
+/// As `page_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn page_put(page: *mut c_void) -> PageStatus {
     on_block(page, |allocator, pa| allocator.put(pa))
@@ -377,9 +372,7 @@ pub unsafe extern "C" fn page_put(page: *mut c_void) -> PageStatus {
 /// the other errors of `page_free`. Interrupt-safe given the irq hooks.
 ///
 /// # Safety
-/// The caller holds the reference it gives up (with `page_init`'s
-/// allocator also driven from Rust: not one a `Page`, `ContigPages` or
-/// `Frames` holds). Misuse kpalloc can see is refused as documented.
+/// As `page_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn page_split(block: *mut c_void) -> PageStatus {
     on_block(block, |allocator, pa| allocator.split(pa))
