@@ -232,14 +232,15 @@ typedef struct page_config {
   uint32_t debug;
   /**
    * Returns the number of the CPU it runs on (e.g. from a per-CPU
-   * variable). Non-NULL turns on per-CPU caches of single pages: most
-   * one-page allocations and frees then take no lock, and CPUs do not
-   * wait for each other. Called on each of them, from any context kpalloc
-   * is called from. A stale number (a thread that migrates) is harmless:
-   * it only picks a cache. Numbers from `KPALLOC_MAX_CPUS` up share
-   * caches. Single pages then come most recently freed first, not lowest
-   * address first. Ignored under `PAGE_DEBUG_POISON` and
-   * `PAGE_DEBUG_TRACK`. NULL: no caches, every call takes the lock.
+   * variable). Non-NULL turns on per-CPU caches of single pages and of
+   * blocks of 2, 4 and 8 pages aligned to their length: most allocations
+   * and frees of those take no lock, and CPUs do not wait for each other.
+   * Called on each of them, from any context kpalloc is called from. A
+   * stale number (a thread that migrates) is harmless: it only picks a
+   * cache. Numbers from `KPALLOC_MAX_CPUS` up share caches. Such pages
+   * and blocks then come most recently freed first, not lowest address
+   * first. Ignored under `PAGE_DEBUG_POISON` and `PAGE_DEBUG_TRACK`.
+   * NULL: no caches, every call takes the lock.
    */
   uint32_t (*cpu_id)(void);
 } page_config;

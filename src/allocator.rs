@@ -10,7 +10,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 use x86_64::PhysAddr;
 
-use crate::cache::{AllHeld, CacheGuard, CachedPage, CpuCaches, BATCH_PAGES};
+use crate::cache::{
+    cacheable, AllHeld, CacheGuard, Cached, CachedBlock, CachedPage, CpuCaches, BATCH_PAGES, MAX_CACHED_BLOCK,
+};
 use crate::message::{Message, TextWriter};
 use crate::refcount::{self, Put};
 use crate::region::{Region, RegionLayout, RegionTable, Slot, CACHED, MAX_BLOCK_PAGES};
@@ -252,7 +254,7 @@ pub struct Allocator<H: Hooks = NoHooks> {
     /// Calls refused as misuse. A native word: a 32-bit kernel then counts
     /// and reads it without the x87 FPU (an `AtomicU64` load on i586).
     misuse_reports: AtomicUsize,
-    /// Per-CPU caches of single pages, if on.
+    /// Per-CPU caches of single pages and small blocks, if on.
     caches: Option<&'static CpuCaches>,
     /// Whether scheduled failures are on: allocations then take the locked
     /// path, where they are counted.
@@ -268,13 +270,14 @@ impl<H: Hooks> Allocator<H> {
         Self::with_caches(config, hooks, None)
     }
 
-    /// An allocator with no regions yet whose single-page allocations and
-    /// frees go through per-CPU caches in `caches` (which no other allocator
-    /// may use), picked by [`Hooks::cpu_id`]: most need no lock at all, so
-    /// CPUs do not wait for each other. Cached pages count as free in
-    /// [`PageStats`]; a search that finds nothing takes them back first.
-    /// Single pages then come most recently freed first rather than lowest
-    /// address first. `PAGE_DEBUG_POISON` and `PAGE_DEBUG_TRACK` turn the
+    /// An allocator with no regions yet whose allocations and frees of
+    /// single pages, and of blocks of 2, 4 and 8 pages aligned to their
+    /// length, go through per-CPU caches in `caches` (which no other
+    /// allocator may use), picked by [`Hooks::cpu_id`]: most need no lock
+    /// at all, so CPUs do not wait for each other. Cached pages count as
+    /// free in [`PageStats`]; a search that finds nothing takes them back
+    /// first. Such pages and blocks then come most recently freed first
+    /// rather than lowest address first. `PAGE_DEBUG_POISON` and `PAGE_DEBUG_TRACK` turn the
     /// caches off (every page goes through their checks).
     ///
     /// # Panics
@@ -502,6 +505,11 @@ impl<H: Hooks> Allocator<H> {
             if let Some(pa) = self.take_cached(flags.pool()) {
                 return Ok(Claimed { pa, overwritten: None });
             }
+        } else if count <= MAX_CACHED_BLOCK && align <= count && !flags.contains(AllocFlags::DMA32) {
+            // Cached blocks are aligned to their length.
+            if let Some(pa) = self.take_cached_block(flags.pool(), count) {
+                return Ok(Claimed { pa, overwritten: None });
+            }
         }
         self.take_searching(count, align, flags, tag)
     }
@@ -555,10 +563,10 @@ impl<H: Hooks> Allocator<H> {
         }
     }
 
-    /// This CPU's page cache for `pool`, if the caches are on, no failures
-    /// are scheduled, and no one holds it.
+    /// This CPU's cache of `T` for `pool`, if the caches are on, no
+    /// failures are scheduled, and no one holds it.
     #[inline]
-    fn cache(&self, pool: Pool) -> Option<CacheGuard<'static>> {
+    fn cache<T: Cached>(&self, pool: Pool) -> Option<CacheGuard<'static, T>> {
         let caches = self.caches?;
         if self.faults_armed.load(Ordering::Relaxed) {
             return None;
@@ -575,10 +583,18 @@ impl<H: Hooks> Allocator<H> {
             self.refill(&mut cache, pool);
         }
         let page = cache.pop()?;
-        // Published with Release: a lock-free get that sees the head sees
-        // the block.
-        page.region.slots[page.bit].store(1, Ordering::Release);
+        page.region.publish_block(page.bit, 1);
         Some(PhysAddr::new(page.pfn().pa()))
+    }
+
+    /// A block of `count` pages from this CPU's cache, as a block with one
+    /// reference; `None` if it holds none that long.
+    #[inline]
+    fn take_cached_block(&self, pool: Pool, count: usize) -> Option<PhysAddr> {
+        let mut cache = self.cache::<CachedBlock>(pool)?;
+        let CachedBlock { head, .. } = cache.take_latest(|block| block.pages == count)?;
+        head.region.publish_block(head.bit, count);
+        Some(PhysAddr::new(head.pfn().pa()))
     }
 
     /// Under the lock: moves up to half a magazine of free pages of `pool`,
@@ -598,19 +614,23 @@ impl<H: Hooks> Allocator<H> {
         })
     }
 
-    /// Under the lock: gives the `count` oldest pages of `cache` back to
-    /// the bitmaps.
+    /// Under the lock: gives the `count` oldest entries of `cache` back to
+    /// the bitmaps; returns how many pages they held.
     #[cold]
-    fn flush(&self, cache: &mut CacheGuard, count: usize) {
+    fn flush<T: Cached>(&self, cache: &mut CacheGuard<T>, count: usize) -> usize {
         let count = count.min(cache.len());
         self.locked(|inner| {
-            for CachedPage { region, bit } in cache.pages().take(count) {
-                region.state.get(inner).release(region, bit, 1, false);
+            let mut pages = 0;
+            for entry in cache.entries().take(count) {
+                let CachedPage { region, bit } = entry.head();
+                region.state.get(inner).release(region, bit, entry.pages(), false);
+                pages += entry.pages();
             }
-            inner.used_pages -= count as u64;
+            inner.used_pages -= pages as u64;
             cache.forget_oldest(count);
             cache.publish();
-        });
+            pages
+        })
     }
 
     /// Gives the pages of every per-CPU cache back to the bitmaps (except
@@ -623,14 +643,17 @@ impl<H: Hooks> Allocator<H> {
         let Some(caches) = self.caches else {
             return 0;
         };
+        self.drain::<CachedPage>(caches) + self.drain::<CachedBlock>(caches)
+    }
+
+    /// [`Allocator::drain_caches`] of the caches of `T`.
+    fn drain<T: Cached>(&self, caches: &CpuCaches) -> usize {
         caches
-            .try_lock_each()
+            .try_lock_each::<T>()
+            .filter(|cache| cache.len() > 0)
             .map(|mut cache| {
                 let count = cache.len();
-                if count > 0 {
-                    self.flush(&mut cache, count);
-                }
-                count
+                self.flush(&mut cache, count)
             })
             .sum()
     }
@@ -795,10 +818,8 @@ impl<H: Hooks> Allocator<H> {
         bit: usize,
         said_pages: Option<usize>,
     ) -> Result<bool, PageStatus> {
-        if said_pages.is_none_or(|pages| pages == 1) {
-            if let Some(released) = self.release_to_cache(region, bit) {
-                return released;
-            }
+        if let Some(released) = self.release_to_cache(region, bit, said_pages) {
+            return released;
         }
         self.locked(|inner| {
             let length_checked = || match said_pages {
@@ -828,30 +849,57 @@ impl<H: Hooks> Allocator<H> {
         })
     }
 
-    /// Frees the single page headed at `bit`, if it has one reference, into
-    /// this CPU's cache, without the allocator's lock; `None` where the
-    /// locked path must decide (caches off or busy, a longer block).
+    /// Frees the block headed at `bit`, if it has one reference and is a
+    /// single page or a block the caches hold, into this CPU's cache,
+    /// without the allocator's lock; `None` where the locked path must
+    /// decide (caches off or busy, another length, a wrong `said_pages`).
     #[inline]
-    fn release_to_cache(&self, region: &'static Region, bit: usize) -> Option<Result<bool, PageStatus>> {
-        if self.caches.is_none() || !region.is_single_page(bit) {
+    fn release_to_cache(
+        &self,
+        region: &'static Region,
+        bit: usize,
+        said_pages: Option<usize>,
+    ) -> Option<Result<bool, PageStatus>> {
+        self.caches?;
+        let pages = region.block_pages(bit);
+        if said_pages.is_some_and(|said| said != pages) {
             return None;
         }
-        let mut cache = self.cache(region.pool)?;
+        let head = CachedPage { region, bit };
+        if pages == 1 {
+            self.release_into(head)
+        } else if cacheable(bit, pages) {
+            self.release_into(CachedBlock { head, pages })
+        } else {
+            None
+        }
+    }
+
+    /// [`Allocator::release_to_cache`] of `entry` into this CPU's cache of
+    /// its kind.
+    #[inline]
+    fn release_into<T: Cached>(&self, entry: T) -> Option<Result<bool, PageStatus>> {
+        let CachedPage { region, bit } = entry.head();
+        let mut cache = self.cache::<T>(region.pool)?;
         let slot = &region.slots[bit];
         match refcount::take_last(slot, || Ok(()), CACHED) {
             Ok(true) => {}
             other => return Some(other),
         }
-        if !region.is_single_page(bit) {
-            // Freed and reallocated longer by someone else between the two
-            // looks (a misuse race): undo, and let the lock decide.
+        if region.block_pages(bit) != entry.pages() {
+            // Freed and reallocated with another length by someone else
+            // between the two looks (a misuse race): undo, and let the lock
+            // decide.
             slot.store(1, Ordering::Release);
             return None;
         }
-        if cache.room() == 0 {
-            self.flush(&mut cache, BATCH_PAGES);
+        if entry.pages() > 1 {
+            region.mark_cached(bit + 1, entry.pages() - 1);
         }
-        cache.push(CachedPage { region, bit });
+        if cache.room() == 0 {
+            self.flush(&mut cache, T::BATCH);
+        }
+        cache.push(entry);
         Some(Ok(true))
     }
 
@@ -1070,11 +1118,12 @@ impl<H: Hooks> Allocator<H> {
             // Each cached page is in a cache, and each page in a cache is
             // cached (so no page is in two).
             let mut in_caches = 0;
-            for page in caches.iter().flat_map(|held| held.pages()) {
-                if page.region.slot(page.bit) != Slot::Cached {
-                    return Err(page.pfn());
+            for (head, pages) in caches.iter().flat_map(|held| held.blocks()) {
+                let region = head.region;
+                if let Some(page) = (head.bit..head.bit + pages).find(|&page| region.slot(page) != Slot::Cached) {
+                    return Err(region.pfn_of(page));
                 }
-                in_caches += 1;
+                in_caches += pages as u64;
             }
             let sorted = regions.windows(2).all(|pair| pair[0].end <= pair[1].start);
             let totals = (total, meta, used + cached);

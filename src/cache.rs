@@ -1,10 +1,15 @@
-//! Per-CPU caches of free single pages: the way past the allocator's lock.
+//! Per-CPU caches of free single pages and small blocks: the way past the
+//! allocator's lock.
 //!
-//! Each CPU has a small stack of free pages per pool (a magazine, as in
-//! Bonwick's slab allocator). A single-page allocation pops from it and a
-//! single-page free pushes onto it without the allocator's lock; only a
-//! refill from the bitmaps or a flush back to them, a few pages at a time,
-//! takes the lock.
+//! Each CPU has, per pool, a small stack of free single pages and one of
+//! free blocks of 2, 4 or 8 pages, each aligned to its length (magazines,
+//! as in Bonwick's slab allocator; Linux's per-CPU lists hold blocks up to
+//! 8 pages too, for kernel stacks and the like). An allocation of either
+//! kind pops from its stack and a free pushes onto it without the
+//! allocator's lock. Single pages are refilled from the bitmaps a few at a
+//! time; blocks enter only when freed, so that a size the kernel keeps
+//! allocating and freeing stays out of the search. Only a refill or a
+//! flush back to the bitmaps takes the lock.
 //!
 //! Every magazine is taken with `try_lock` and never waited for, so the CPU
 //! number only picks a cache: a wrong one (a thread migrated mid-call) or
@@ -21,12 +26,25 @@ use crate::region::Region;
 use crate::sync::{OwnLines, TryLock, TryLockGuard};
 use crate::types::{Pfn, Pool, KPALLOC_MAX_CPUS};
 
-/// Pages one magazine holds.
+/// Pages one magazine of single pages holds.
 pub(crate) const MAGAZINE_PAGES: usize = 32;
 /// Pages a refill takes from the bitmaps, and a flush gives back, at once:
 /// half a magazine, so that alternating allocations and frees never
 /// refill and flush in turn.
 pub(crate) const BATCH_PAGES: usize = MAGAZINE_PAGES / 2;
+/// The longest block the caches hold.
+pub(crate) const MAX_CACHED_BLOCK: usize = 8;
+/// Blocks one magazine of blocks holds: at most 64 pages per CPU and pool
+/// kept out of the first-fit search.
+const MAGAZINE_BLOCKS: usize = 8;
+
+/// Whether a free of the `pages`-page block headed at `bit` may go to a
+/// cache: one page, or 2, 4 or 8 aligned to their length (bit 0 of a
+/// region is 64-page aligned, so the bit's alignment is the frame's).
+#[inline]
+pub(crate) fn cacheable(bit: usize, pages: usize) -> bool {
+    pages.is_power_of_two() && pages <= MAX_CACHED_BLOCK && bit % pages == 0
+}
 
 /// A cached page: its region and bit, so that neither an allocation nor a
 /// flush has to look the region up.
@@ -42,17 +60,91 @@ impl CachedPage {
     }
 }
 
-/// A stack of free pages (`T`: [`CachedPage`]) of one pool, for one CPU.
-pub(crate) struct Magazine<T = CachedPage> {
-    len: usize,
-    pages: [Option<T>; MAGAZINE_PAGES],
+/// A cached block of 2, 4 or 8 pages, aligned to its length.
+#[derive(Clone, Copy)]
+pub(crate) struct CachedBlock {
+    pub(crate) head: CachedPage,
+    pub(crate) pages: usize,
 }
 
-impl<T: Copy> Magazine<T> {
+/// What a magazine stacks, and how many.
+pub(crate) trait MagazineEntry: Copy {
+    type Entries: AsRef<[Option<Self>]> + AsMut<[Option<Self>]>;
+    const NO_ENTRIES: Self::Entries;
+}
+
+/// What a cache holds: single pages ([`CachedPage`]) or blocks
+/// ([`CachedBlock`]).
+pub(crate) trait Cached: MagazineEntry + 'static {
+    /// Entries a full magazine's flush gives back.
+    const BATCH: usize;
+    fn head(&self) -> CachedPage;
+    fn pages(&self) -> usize;
+    /// Pages in `entries` (all present).
+    fn pages_in(entries: &[Option<Self>]) -> usize {
+        entries.iter().flatten().map(Self::pages).sum()
+    }
+    /// A CPU's magazines of this kind, one per pool.
+    fn caches(cpu: &CpuCache) -> &[Cache<Self>; 2];
+}
+
+impl MagazineEntry for CachedPage {
+    type Entries = [Option<CachedPage>; MAGAZINE_PAGES];
+    const NO_ENTRIES: Self::Entries = [None; MAGAZINE_PAGES];
+}
+
+impl Cached for CachedPage {
+    const BATCH: usize = BATCH_PAGES;
+    #[inline]
+    fn head(&self) -> CachedPage {
+        *self
+    }
+    #[inline]
+    fn pages(&self) -> usize {
+        1
+    }
+    #[inline]
+    fn pages_in(entries: &[Option<Self>]) -> usize {
+        entries.len()
+    }
+    #[inline]
+    fn caches(cpu: &CpuCache) -> &[Cache<Self>; 2] {
+        &cpu.pages
+    }
+}
+
+impl MagazineEntry for CachedBlock {
+    type Entries = [Option<CachedBlock>; MAGAZINE_BLOCKS];
+    const NO_ENTRIES: Self::Entries = [None; MAGAZINE_BLOCKS];
+}
+
+impl Cached for CachedBlock {
+    const BATCH: usize = MAGAZINE_BLOCKS / 2;
+    #[inline]
+    fn head(&self) -> CachedPage {
+        self.head
+    }
+    #[inline]
+    fn pages(&self) -> usize {
+        self.pages
+    }
+    #[inline]
+    fn caches(cpu: &CpuCache) -> &[Cache<Self>; 2] {
+        &cpu.blocks
+    }
+}
+
+/// A stack of free pages or blocks of one pool, for one CPU.
+pub(crate) struct Magazine<T: MagazineEntry = CachedPage> {
+    len: usize,
+    entries: T::Entries,
+}
+
+impl<T: MagazineEntry> Magazine<T> {
     const fn new() -> Self {
         Magazine {
             len: 0,
-            pages: [None; MAGAZINE_PAGES],
+            entries: T::NO_ENTRIES,
         }
     }
 
@@ -60,50 +152,66 @@ impl<T: Copy> Magazine<T> {
         self.len
     }
 
-    /// Pages it can still take.
+    /// Entries it can still take.
     pub(crate) fn room(&self) -> usize {
-        MAGAZINE_PAGES - self.len
+        self.entries.as_ref().len() - self.len
     }
 
-    /// The most recently cached page (the likeliest to be in the CPU's
+    /// The most recently cached entry (the likeliest to be in the CPU's
     /// data cache).
     #[inline]
     pub(crate) fn pop(&mut self) -> Option<T> {
         self.len = self.len.checked_sub(1)?;
-        self.pages[self.len]
+        self.entries.as_ref()[self.len]
     }
 
-    /// Caches `page`; `false` if the magazine is full.
+    /// Caches `entry`; `false` if the magazine is full.
     #[inline]
-    pub(crate) fn push(&mut self, page: T) -> bool {
-        let Some(slot) = self.pages.get_mut(self.len) else {
+    pub(crate) fn push(&mut self, entry: T) -> bool {
+        let Some(slot) = self.entries.as_mut().get_mut(self.len) else {
             return false;
         };
-        *slot = Some(page);
+        *slot = Some(entry);
         self.len += 1;
         true
     }
 
-    /// The cached pages, oldest first.
-    pub(crate) fn pages(&self) -> impl Iterator<Item = T> + '_ {
-        self.pages[..self.len].iter().flatten().copied()
+    /// The cached entries, oldest first.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = T> + '_ {
+        self.held().iter().flatten().copied()
     }
 
-    /// Drops the `count` oldest pages (the caller has given them back).
+    fn held(&self) -> &[Option<T>] {
+        &self.entries.as_ref()[..self.len]
+    }
+
+    /// Drops the `count` oldest entries (the caller has given them back).
     pub(crate) fn forget_oldest(&mut self, count: usize) {
         let count = count.min(self.len);
-        self.pages.copy_within(count..self.len, 0);
+        self.entries.as_mut().copy_within(count..self.len, 0);
         self.len -= count;
+    }
+
+    /// Takes the most recently cached entry that `matches`.
+    #[inline]
+    pub(crate) fn take_latest(&mut self, matches: impl Fn(&T) -> bool) -> Option<T> {
+        let held = &mut self.entries.as_mut()[..self.len];
+        let index = held.iter().rposition(|entry| entry.as_ref().is_some_and(&matches))?;
+        let entry = held[index];
+        held.copy_within(index + 1.., index);
+        self.len -= 1;
+        entry
     }
 }
 
-/// One magazine and its length, readable without its lock for `page_stats`.
-struct Cache {
-    magazine: TryLock<Magazine>,
+/// One magazine and the pages in it, readable without its lock for
+/// `page_stats`.
+pub(crate) struct Cache<T: Cached> {
+    magazine: TryLock<Magazine<T>>,
     pages: AtomicU32,
 }
 
-impl Cache {
+impl<T: Cached> Cache<T> {
     const fn new() -> Self {
         Cache {
             magazine: TryLock::new(Magazine::new()),
@@ -112,15 +220,20 @@ impl Cache {
     }
 }
 
+/// One CPU's caches: of single pages and of blocks, one of each per pool.
+pub(crate) struct CpuCache {
+    pages: [Cache<CachedPage>; 2],
+    blocks: [Cache<CachedBlock>; 2],
+}
+
 /// The per-CPU page caches of one allocator: `KPALLOC_MAX_CPUS` CPUs, each
-/// with a magazine per pool. CPU numbers from `KPALLOC_MAX_CPUS` up share
-/// (number modulo `KPALLOC_MAX_CPUS`).
+/// with a magazine of pages and one of blocks per pool. CPU numbers from
+/// `KPALLOC_MAX_CPUS` up share (number modulo `KPALLOC_MAX_CPUS`).
 ///
 /// Const-constructible, so that it lives in a `static` and costs no stack:
 /// `static CACHES: CpuCaches = CpuCaches::new();`.
 pub struct CpuCaches {
-    /// Each CPU's caches, one per pool.
-    cpus: [OwnLines<[Cache; 2]>; KPALLOC_MAX_CPUS],
+    cpus: [OwnLines<CpuCache>; KPALLOC_MAX_CPUS],
     /// Whether an allocator uses them: pages of one allocator's regions
     /// must never reach another.
     claimed: AtomicBool,
@@ -136,7 +249,12 @@ impl CpuCaches {
     /// Empty caches.
     pub const fn new() -> Self {
         CpuCaches {
-            cpus: [const { OwnLines([Cache::new(), Cache::new()]) }; KPALLOC_MAX_CPUS],
+            cpus: [const {
+                OwnLines(CpuCache {
+                    pages: [Cache::new(), Cache::new()],
+                    blocks: [Cache::new(), Cache::new()],
+                })
+            }; KPALLOC_MAX_CPUS],
             claimed: AtomicBool::new(false),
         }
     }
@@ -150,24 +268,28 @@ impl CpuCaches {
     /// without returning its pages anywhere (their allocator is going
     /// away). They stay claimed if a magazine is held.
     pub(crate) fn disown(&self) {
-        let mut emptied = 0;
-        for mut cache in self.try_lock_each() {
-            let count = cache.len();
-            cache.forget_oldest(count);
-            emptied += 1;
-        }
-        if emptied == 2 * KPALLOC_MAX_CPUS {
+        if self.forget_all::<CachedPage>() + self.forget_all::<CachedBlock>() == 4 * KPALLOC_MAX_CPUS {
             self.claimed.store(false, Ordering::Release);
         }
     }
 
-    fn cache(&self, cpu: usize, pool: Pool) -> &Cache {
-        &self.cpus[cpu % KPALLOC_MAX_CPUS][pool as usize]
+    /// Empties every magazine of `T` no one holds; returns how many.
+    fn forget_all<T: Cached>(&self) -> usize {
+        self.try_lock_each::<T>()
+            .map(|mut cache| {
+                let count = cache.len();
+                cache.forget_oldest(count);
+            })
+            .count()
     }
 
-    /// CPU `cpu`'s magazine for `pool`, unless someone holds it.
+    fn cache<T: Cached>(&self, cpu: usize, pool: Pool) -> &Cache<T> {
+        &T::caches(&self.cpus[cpu % KPALLOC_MAX_CPUS])[pool as usize]
+    }
+
+    /// CPU `cpu`'s magazine of `T` for `pool`, unless someone holds it.
     #[inline]
-    pub(crate) fn try_lock(&self, cpu: usize, pool: Pool) -> Option<CacheGuard<'_>> {
+    pub(crate) fn try_lock<T: Cached>(&self, cpu: usize, pool: Pool) -> Option<CacheGuard<'_, T>> {
         let cache = self.cache(cpu, pool);
         Some(CacheGuard {
             magazine: cache.magazine.try_lock()?,
@@ -175,8 +297,8 @@ impl CpuCaches {
         })
     }
 
-    /// Every magazine's CPU and pool.
-    pub(crate) fn all() -> impl Iterator<Item = (usize, Pool)> {
+    /// Every CPU and pool.
+    fn all() -> impl Iterator<Item = (usize, Pool)> {
         // A plain range, not nested iterators: page_check's stack stays small.
         (0..2 * KPALLOC_MAX_CPUS).map(|index| {
             let pool = if index % 2 == 0 { Pool::Kernel } else { Pool::User };
@@ -184,96 +306,134 @@ impl CpuCaches {
         })
     }
 
-    /// Every magazine no one holds, held.
-    pub(crate) fn try_lock_each(&self) -> impl Iterator<Item = CacheGuard<'_>> {
+    /// Every magazine of `T` no one holds, held.
+    pub(crate) fn try_lock_each<T: Cached>(&self) -> impl Iterator<Item = CacheGuard<'_, T>> {
         Self::all().filter_map(|(cpu, pool)| self.try_lock(cpu, pool))
     }
 
     /// Every magazine, held, waiting for each a bounded time: `None` if one
     /// stays held by someone else (as by a call interrupted on this CPU).
     pub(crate) fn hold_all(&self) -> Option<AllHeld<'_>> {
-        let mut held = AllHeld { caches: self, count: 0 };
-        for (cpu, pool) in Self::all() {
-            let magazine = &self.cache(cpu, pool).magazine;
+        let mut held = AllHeld {
+            caches: self,
+            page_magazines: 0,
+            block_magazines: 0,
+        };
+        held.page_magazines = self.hold_each::<CachedPage>()?;
+        held.block_magazines = self.hold_each::<CachedBlock>()?;
+        Some(held)
+    }
+
+    /// Holds every magazine of `T` in turn, waiting for each a bounded
+    /// time; returns how many it held, or releases them and returns `None`
+    /// if one stays held.
+    fn hold_each<T: Cached>(&self) -> Option<usize> {
+        for (index, (cpu, pool)) in Self::all().enumerate() {
+            let magazine = &self.cache::<T>(cpu, pool).magazine;
             // A cache operation holds its magazine for at most a refill or a
             // flush (a few microseconds); 4096 pauses wait longer than that.
-            (0..1 << 12).find(|_| {
+            let held = (0..1 << 12).any(|_| {
                 core::hint::spin_loop();
                 magazine.try_hold()
-            })?;
-            held.count += 1;
+            });
+            if !held {
+                self.release_first::<T>(index);
+                return None;
+            }
         }
-        Some(held)
+        Some(2 * KPALLOC_MAX_CPUS)
+    }
+
+    /// Releases the first `count` magazines of `T` (in [`CpuCaches::all`]
+    /// order), held by [`CpuCaches::hold_each`].
+    fn release_first<T: Cached>(&self, count: usize) {
+        for (cpu, pool) in Self::all().take(count) {
+            // SAFETY: hold_each took it with try_hold, and no borrow from
+            // `held` outlives the AllHeld or failed hold that releases it.
+            unsafe { self.cache::<T>(cpu, pool).magazine.release_hold() };
+        }
+    }
+
+    /// The entries of the first `count` magazines of `T`, held.
+    fn held_entries<T: Cached>(&self, count: usize) -> impl Iterator<Item = T> + '_ {
+        Self::all().take(count).flat_map(|(cpu, pool)| {
+            // SAFETY: the caller holds the first `count` magazines (taken
+            // with try_hold) for as long as this borrow lives.
+            let magazine = unsafe { self.cache::<T>(cpu, pool).magazine.held() };
+            magazine.entries()
+        })
     }
 
     /// Pages cached for `pool`, as of the last change of each magazine.
     pub(crate) fn cached_pages(&self, pool: Pool) -> u64 {
         self.cpus
             .iter()
-            .map(|cpu| cpu[pool as usize].pages.load(Ordering::Relaxed) as u64)
+            .map(|cpu| {
+                let pages = &cpu.pages[pool as usize].pages;
+                let blocks = &cpu.blocks[pool as usize].pages;
+                pages.load(Ordering::Relaxed) as u64 + blocks.load(Ordering::Relaxed) as u64
+            })
             .sum()
     }
 }
 
-/// Every magazine of a [`CpuCaches`] (the first `count`, in
-/// [`CpuCaches::all`] order), held until dropped.
+/// Every magazine of a [`CpuCaches`], held until dropped.
 pub(crate) struct AllHeld<'c> {
     caches: &'c CpuCaches,
-    count: usize,
+    page_magazines: usize,
+    block_magazines: usize,
 }
 
 impl AllHeld<'_> {
-    /// Every cached page.
-    pub(crate) fn pages(&self) -> impl Iterator<Item = CachedPage> + '_ {
-        CpuCaches::all().take(self.count).flat_map(|(cpu, pool)| {
-            // SAFETY: this holds the first `count` magazines (taken with
-            // try_hold), and the borrow ends before `self` is dropped.
-            let magazine = unsafe { self.caches.cache(cpu, pool).magazine.held() };
-            magazine.pages()
-        })
+    /// Every cached page or block: its head and its length.
+    pub(crate) fn blocks(&self) -> impl Iterator<Item = (CachedPage, usize)> + '_ {
+        let pages = self.caches.held_entries::<CachedPage>(self.page_magazines);
+        let blocks = self.caches.held_entries::<CachedBlock>(self.block_magazines);
+        pages
+            .map(|page| (page, 1))
+            .chain(blocks.map(|block| (block.head, block.pages)))
     }
 }
 
 impl Drop for AllHeld<'_> {
     fn drop(&mut self) {
-        for (cpu, pool) in CpuCaches::all().take(self.count) {
-            // SAFETY: held since hold_all took it; `pages` borrows end with
-            // `&self`, before drop.
-            unsafe { self.caches.cache(cpu, pool).magazine.release_hold() };
-        }
+        self.caches.release_first::<CachedPage>(self.page_magazines);
+        self.caches.release_first::<CachedBlock>(self.block_magazines);
     }
 }
 
-/// A locked magazine; publishes its length for `page_stats` when dropped.
-pub(crate) struct CacheGuard<'c> {
-    magazine: TryLockGuard<'c, Magazine>,
+/// A locked magazine; publishes its page count for `page_stats` when
+/// dropped.
+pub(crate) struct CacheGuard<'c, T: Cached = CachedPage> {
+    magazine: TryLockGuard<'c, Magazine<T>>,
     pages: &'c AtomicU32,
 }
 
-impl Deref for CacheGuard<'_> {
-    type Target = Magazine;
-    fn deref(&self) -> &Magazine {
+impl<T: Cached> Deref for CacheGuard<'_, T> {
+    type Target = Magazine<T>;
+    fn deref(&self) -> &Magazine<T> {
         &self.magazine
     }
 }
 
-impl DerefMut for CacheGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Magazine {
+impl<T: Cached> DerefMut for CacheGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut Magazine<T> {
         &mut self.magazine
     }
 }
 
-impl CacheGuard<'_> {
-    /// Publishes the magazine's length for `page_stats`. Refills and
+impl<T: Cached> CacheGuard<'_, T> {
+    /// Publishes the magazine's page count for `page_stats`. Refills and
     /// flushes call it under the allocator's lock, where the used-page
     /// count it is subtracted from changes.
     #[inline]
     pub(crate) fn publish(&self) {
-        self.pages.store(self.magazine.len as u32, Ordering::Relaxed);
+        self.pages
+            .store(T::pages_in(self.magazine.held()) as u32, Ordering::Relaxed);
     }
 }
 
-impl Drop for CacheGuard<'_> {
+impl<T: Cached> Drop for CacheGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
         self.publish();
@@ -283,46 +443,78 @@ impl Drop for CacheGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec::Vec;
+
+    impl MagazineEntry for usize {
+        type Entries = [Option<usize>; 8];
+        const NO_ENTRIES: Self::Entries = [None; 8];
+    }
 
     #[test]
     fn a_magazine_is_a_bounded_stack_that_forgets_its_oldest() {
         let mut magazine = Magazine::<usize>::new();
         assert_eq!(magazine.pop(), None);
-        for page in 0..MAGAZINE_PAGES {
-            assert!(magazine.push(page));
+        for entry in 0..8 {
+            assert!(magazine.push(entry));
         }
         assert!(!magazine.push(99), "full");
-        magazine.forget_oldest(BATCH_PAGES);
-        assert_eq!(magazine.pages().next(), Some(BATCH_PAGES));
-        assert_eq!(magazine.pop(), Some(MAGAZINE_PAGES - 1));
-        assert_eq!(magazine.len(), MAGAZINE_PAGES - BATCH_PAGES - 1);
+        magazine.forget_oldest(3);
+        assert_eq!(magazine.entries().next(), Some(3));
+        assert_eq!(magazine.pop(), Some(7));
+        assert_eq!(magazine.len(), 4);
+    }
+
+    #[test]
+    fn a_magazine_hands_out_the_latest_entry_that_matches() {
+        let mut magazine = Magazine::<usize>::new();
+        for entry in [2, 8, 4, 8, 2] {
+            magazine.push(entry);
+        }
+        assert_eq!(magazine.take_latest(|&e| e == 8), Some(8));
+        assert_eq!(
+            magazine.entries().collect::<Vec<_>>(),
+            [2, 8, 4, 2],
+            "the later ones move down"
+        );
+        assert_eq!(magazine.take_latest(|&e| e == 1), None);
+        assert_eq!(magazine.take_latest(|&e| e == 2), Some(2));
+        assert_eq!(magazine.entries().collect::<Vec<_>>(), [2, 8, 4]);
+        assert_eq!(magazine.room(), 5);
     }
 
     #[test]
     fn a_held_magazine_is_skipped_not_waited_for() {
         let caches = CpuCaches::new();
-        let mut held = caches.try_lock(1, Pool::User).unwrap();
-        assert!(caches.try_lock(1, Pool::User).is_none());
+        let mut held = caches.try_lock::<CachedPage>(1, Pool::User).unwrap();
+        assert!(caches.try_lock::<CachedPage>(1, Pool::User).is_none());
         assert!(
-            caches.try_lock(1 + KPALLOC_MAX_CPUS, Pool::User).is_none(),
+            caches
+                .try_lock::<CachedPage>(1 + KPALLOC_MAX_CPUS, Pool::User)
+                .is_none(),
             "numbers wrap"
         );
-        assert!(caches.try_lock(1, Pool::Kernel).is_some());
+        assert!(caches.try_lock::<CachedPage>(1, Pool::Kernel).is_some());
+        assert!(
+            caches.try_lock::<CachedBlock>(1, Pool::User).is_some(),
+            "blocks have their own"
+        );
         held.len = 1;
         assert_eq!(caches.cached_pages(Pool::User), 0, "published on release");
         drop(held);
         assert_eq!(caches.cached_pages(Pool::User), 1);
-        caches.try_lock(1, Pool::User).unwrap().len = 0;
-        assert_eq!(caches.try_lock_each().count(), 2 * KPALLOC_MAX_CPUS);
+        caches.try_lock::<CachedPage>(1, Pool::User).unwrap().len = 0;
+        assert_eq!(caches.try_lock_each::<CachedPage>().count(), 2 * KPALLOC_MAX_CPUS);
         let all = caches.hold_all().unwrap();
-        assert_eq!(all.pages().count(), 0);
-        assert!(caches.try_lock(3, Pool::Kernel).is_none(), "all held");
+        assert_eq!(all.blocks().count(), 0);
+        assert!(caches.try_lock::<CachedPage>(3, Pool::Kernel).is_none(), "all held");
+        assert!(caches.try_lock::<CachedBlock>(3, Pool::Kernel).is_none(), "all held");
         drop(all);
-        let guard = caches.try_lock(3, Pool::Kernel).unwrap();
+        let guard = caches.try_lock::<CachedBlock>(3, Pool::Kernel).unwrap();
         assert!(caches.hold_all().is_none(), "one stays busy");
         drop(guard);
         assert!(
-            caches.try_lock(0, Pool::Kernel).is_some(),
+            caches.try_lock::<CachedPage>(0, Pool::Kernel).is_some()
+                && caches.try_lock::<CachedBlock>(0, Pool::Kernel).is_some(),
             "a failed hold_all holds nothing"
         );
     }

@@ -154,12 +154,7 @@ impl RegionState {
         }
         self.map.set(bit, count, false);
         self.free_pages -= count as u64;
-        let interior = Slot::interior(count);
-        for slot in &region.slots[bit + 1..bit + count] {
-            slot.store(interior, Ordering::Relaxed);
-        }
-        // Published last: a lock-free get that sees the head sees the block.
-        region.slots[bit].store(1, Ordering::Release);
+        region.publish_block(bit, count);
     }
 
     /// Gives every page of the `pages`-page block at `bit` the block's
@@ -184,7 +179,7 @@ impl RegionState {
             while taken != 0 {
                 let bit = first_bit + taken.trailing_zeros() as usize;
                 taken &= taken - 1;
-                region.slots[bit].store(CACHED, Ordering::Relaxed);
+                region.mark_cached(bit, 1);
                 magazine.push(CachedPage { region, bit });
             }
         }
@@ -334,16 +329,34 @@ impl Region {
         Slot::decode(self.slots[bit].load(Ordering::Acquire))
     }
 
+    /// Makes the `count` pages at `bit` a block with one reference: its
+    /// interior first, the head last (with Release), so that a lock-free
+    /// get that sees the head sees the block.
+    #[inline]
+    pub(crate) fn publish_block(&self, bit: usize, count: usize) {
+        // (A test, not an empty loop, for single pages: their hot paths
+        // then check no bounds for it.)
+        if count > 1 {
+            let interior = Slot::interior(count);
+            for slot in &self.slots[bit + 1..bit + count] {
+                slot.store(interior, Ordering::Relaxed);
+            }
+        }
+        self.slots[bit].store(1, Ordering::Release);
+    }
+
+    /// Marks the `count` pages at `bit` as held in a per-CPU cache.
+    #[inline]
+    pub(crate) fn mark_cached(&self, bit: usize, count: usize) {
+        for slot in &self.slots[bit..bit + count] {
+            slot.store(CACHED, Ordering::Relaxed);
+        }
+    }
+
     /// Length of the allocated block headed at `bit`.
     #[inline]
     pub(crate) fn block_pages(&self, head: usize) -> usize {
         Slot::block_pages_before(self.slot_after(head))
-    }
-
-    /// Whether the block headed at `head` is one page long.
-    #[inline]
-    pub(crate) fn is_single_page(&self, head: usize) -> bool {
-        !Slot::is_interior(self.slot_after(head))
     }
 
     /// The raw slot of the page after `head` (free past the last).

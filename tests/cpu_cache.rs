@@ -316,7 +316,7 @@ fn a_shared_single_page_is_not_freed_and_its_last_put_caches_it() {
 }
 
 #[test]
-fn multi_page_aligned_and_dma32_requests_come_from_the_bitmap_lowest_first() {
+fn multi_page_aligned_and_dma32_requests_come_from_the_bitmap_lowest_first_when_no_block_is_cached() {
     let (memory, allocator) = one_region(128);
     let single = allocator.alloc(1, 1, NONE).unwrap();
     // CPU 0's cache holds the rest of pages 1..=16.
@@ -346,19 +346,156 @@ fn multi_page_aligned_and_dma32_requests_come_from_the_bitmap_lowest_first() {
     assert_eq!((allocator.refcount(two), allocator.block_pages(two)), (1, 2));
     assert_eq!(allocator.check(), Ok(()));
 
-    // A multi-page block goes back to the bitmap, not to a cache.
+    // A block not aligned to its length goes back to the bitmap; one
+    // aligned to it, to a cache.
     allocator.free_sized(two, 2).unwrap();
     assert_eq!(allocator.stats().cached_pages, cached);
     assert_eq!(allocator.alloc(2, 1, NONE), Ok(memory.pa(17)));
     allocator.free(four).unwrap();
-    assert_eq!(allocator.stats().cached_pages, cached);
+    assert_eq!(allocator.stats().cached_pages, cached + 4);
 
     // A single page is a single page however it was allocated.
     allocator.free(aligned).unwrap();
     allocator.free(dma).unwrap();
-    assert_eq!(allocator.stats().cached_pages, cached + 2);
+    assert_eq!(allocator.stats().cached_pages, cached + 6);
     assert_eq!(allocator.alloc(1, 1, NONE), Ok(dma));
     assert_eq!(allocator.alloc(1, 1, NONE), Ok(aligned));
+    assert_eq!(allocator.alloc(4, 2, NONE), Ok(four));
+    assert_eq!(allocator.stats().cached_pages, cached);
+    assert_eq!(allocator.check(), Ok(()));
+}
+
+#[test]
+fn blocks_of_2_4_and_8_pages_aligned_to_their_length_are_cached_by_length() {
+    let (memory, allocator) = one_region(256);
+    let fresh = allocator.stats();
+    // From the bitmap, lowest first (page 0 holds the metadata). Only the
+    // first three have a length the caches hold.
+    let eight = allocator.alloc(8, 8, NONE).unwrap();
+    let four = allocator.alloc(4, 4, NONE).unwrap();
+    let two = allocator.alloc(2, 2, NONE).unwrap();
+    let three = allocator.alloc(3, 8, NONE).unwrap();
+    let sixteen = allocator.alloc(16, 16, NONE).unwrap();
+    assert_eq!(
+        [eight, four, two, three, sixteen].map(|pa| index(&memory, pa)),
+        [8, 4, 2, 16, 32]
+    );
+    for (pa, cached, used) in [
+        (eight, 8, 25),
+        (four, 12, 21),
+        (two, 14, 19),
+        (three, 14, 16),
+        (sixteen, 14, 0),
+    ] {
+        allocator.free(pa).unwrap();
+        let stats = allocator.stats();
+        assert_eq!((stats.cached_pages, stats.used_pages), (cached, used), "{stats:?}");
+        assert_accounted(&stats);
+        assert_eq!(allocator.check(), Ok(()));
+    }
+    assert_eq!(allocator.stats().used_pages, 0);
+
+    // Every page of a cached block is refused as a free page is.
+    for pa in [eight, memory.pa(13), two, memory.pa(3)] {
+        for (name, call) in [
+            (
+                "free",
+                CachedAllocator::free as fn(&CachedAllocator, PhysAddr) -> Result<(), PageStatus>,
+            ),
+            ("get", CachedAllocator::get),
+            ("put", CachedAllocator::put),
+            ("split", CachedAllocator::split),
+        ] {
+            let before = allocator.stats();
+            assert_eq!(call(allocator, pa), Err(PageStatus::ENOTALLOCATED), "{name} {pa:?}");
+            assert_eq!(allocator.stats(), one_more_misuse(before), "{name} {pa:?}");
+            assert_eq!((allocator.refcount(pa), allocator.block_pages(pa)), (0, 0));
+        }
+        let before = allocator.stats();
+        assert_eq!(allocator.free_sized(pa, 8), Err(PageStatus::ENOTALLOCATED));
+        assert_eq!(allocator.stats(), one_more_misuse(before));
+    }
+    assert_eq!(allocator.check(), Ok(()));
+
+    // Another CPU's cache holds none of them: its blocks come from the
+    // bitmap, lowest first.
+    on_cpu(1);
+    assert_eq!(allocator.alloc(8, 8, NONE), Ok(memory.pa(16)));
+    allocator.free(memory.pa(16)).unwrap();
+    on_cpu(0);
+    // A cached block serves any alignment up to its length, and nothing
+    // else: no other length, no larger alignment, not DMA32.
+    assert_eq!(allocator.alloc(8, 16, NONE), Ok(memory.pa(32)));
+    assert_eq!(allocator.alloc(8, 1, NONE), Ok(eight));
+    assert_eq!(allocator.alloc(2, 1, AllocFlags::DMA32), Ok(memory.pa(24)));
+    assert_eq!(allocator.alloc(4, 2, NONE), Ok(four));
+    assert_eq!(allocator.alloc(2, 2, NONE), Ok(two));
+    assert_eq!([eight, four, two].map(|pa| allocator.refcount(pa)), [1; 3]);
+    assert_eq!([eight, four, two].map(|pa| allocator.block_pages(pa)), [8, 4, 2]);
+    let stats = allocator.stats();
+    assert_eq!(
+        (stats.cached_pages, stats.used_pages),
+        (8, 8 + 8 + 4 + 2 + 2),
+        "CPU 1's block stays cached"
+    );
+    assert_eq!(allocator.check(), Ok(()));
+
+    // Sizes can be wrong only the locked way: refused, nothing cached.
+    let before = allocator.stats();
+    assert_eq!(allocator.free_sized(four, 2), Err(PageStatus::EINVAL));
+    assert_eq!(allocator.stats(), one_more_misuse(before));
+    for pa in [eight, four, two, memory.pa(32), memory.pa(24)] {
+        allocator.free(pa).unwrap();
+    }
+    // Draining gives back every page of every block.
+    let cached = allocator.stats().cached_pages;
+    assert_eq!(cached, 8 + 8 + 4 + 2 + 8 + 2, "CPU 1's, and every block freed on CPU 0");
+    assert_eq!(allocator.drain_caches() as u64, cached);
+    let stats = allocator.stats();
+    assert_eq!(
+        (stats.cached_pages, stats.free_pages, stats.largest_free_run),
+        (0, fresh.free_pages, fresh.free_pages)
+    );
+    assert_eq!(allocator.check(), Ok(()));
+}
+
+#[test]
+fn a_full_block_magazine_flushes_its_oldest_half() {
+    let (memory, allocator) = one_region(128);
+    let blocks: Vec<PhysAddr> = (0..9).map(|_| allocator.alloc(2, 2, NONE).unwrap()).collect();
+    for (freed, &pa) in blocks.iter().enumerate() {
+        allocator.free(pa).unwrap();
+        // Eight fit; the ninth flushes the four oldest first.
+        let held = if freed < 8 { freed + 1 } else { 5 };
+        assert_eq!(allocator.stats().cached_pages, 2 * held as u64);
+        assert_eq!(allocator.check(), Ok(()));
+    }
+    // The flushed blocks are free in the bitmap: the lowest comes first.
+    assert_eq!(allocator.alloc(2, 2, AllocFlags::DMA32), Ok(blocks[0]));
+    assert_eq!(index(&memory, blocks[0]), 2);
+    // The cached ones come most recently freed first.
+    for &pa in blocks[4..].iter().rev() {
+        assert_eq!(allocator.alloc(2, 1, NONE), Ok(pa));
+    }
+    assert_eq!(allocator.stats().cached_pages, 0);
+}
+
+#[test]
+fn alloc_at_takes_blocks_back_from_the_caches() {
+    let (memory, allocator) = one_region(64);
+    let eight = allocator.alloc(8, 8, NONE).unwrap();
+    allocator.free(eight).unwrap();
+    assert_eq!(allocator.stats().cached_pages, 8);
+    // Over the cached block's last pages and the free ones after it.
+    let at = memory.pa(index(&memory, eight) + 6);
+    assert_eq!(allocator.alloc_at(at, 4, NONE), Ok(()));
+    let stats = allocator.stats();
+    assert_eq!((stats.cached_pages, stats.used_pages), (0, 4));
+    assert_eq!(
+        allocator.alloc(8, 8, NONE),
+        Ok(memory.pa(24)),
+        "the drained block lost its end"
+    );
     assert_eq!(allocator.check(), Ok(()));
 }
 

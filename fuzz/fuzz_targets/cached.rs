@@ -34,7 +34,8 @@ fn target(u: &mut Unstructured) -> Result<Target> {
 }
 
 fn count(u: &mut Unstructured) -> Result<usize> {
-    Ok(if u.ratio(4u8, 7)? { 1 } else { u.int_in_range(1..=6)? })
+    // Up to 9: every length the block caches hold (2, 4, 8) and some they do not.
+    Ok(if u.ratio(4u8, 7)? { 1 } else { u.int_in_range(1..=9)? })
 }
 
 fn align(u: &mut Unstructured) -> Result<usize> {
