@@ -80,9 +80,9 @@ pub(crate) trait Cached: MagazineEntry + 'static {
     const BATCH: usize;
     fn head(&self) -> CachedPage;
     fn pages(&self) -> usize;
-    /// Pages in `entries` (all present).
-    fn pages_in(entries: &[Option<Self>]) -> usize {
-        entries.iter().flatten().map(Self::pages).sum()
+    /// Pages in `magazine`.
+    fn pages_in(magazine: &Magazine<Self>) -> usize {
+        magazine.entries().map(|entry| entry.pages()).sum()
     }
     /// A CPU's magazines of this kind, one per pool.
     fn caches(cpu: &CpuCache) -> &[Cache<Self>; 2];
@@ -104,8 +104,8 @@ impl Cached for CachedPage {
         1
     }
     #[inline]
-    fn pages_in(entries: &[Option<Self>]) -> usize {
-        entries.len()
+    fn pages_in(magazine: &Magazine<Self>) -> usize {
+        magazine.len()
     }
     #[inline]
     fn caches(cpu: &CpuCache) -> &[Cache<Self>; 2] {
@@ -178,11 +178,7 @@ impl<T: MagazineEntry> Magazine<T> {
 
     /// The cached entries, oldest first.
     pub(crate) fn entries(&self) -> impl Iterator<Item = T> + '_ {
-        self.held().iter().flatten().copied()
-    }
-
-    fn held(&self) -> &[Option<T>] {
-        &self.entries.as_ref()[..self.len]
+        self.entries.as_ref()[..self.len].iter().flatten().copied()
     }
 
     /// Drops the `count` oldest entries (the caller has given them back).
@@ -428,8 +424,7 @@ impl<T: Cached> CacheGuard<'_, T> {
     /// count it is subtracted from changes.
     #[inline]
     pub(crate) fn publish(&self) {
-        self.pages
-            .store(T::pages_in(self.magazine.held()) as u32, Ordering::Relaxed);
+        self.pages.store(T::pages_in(&self.magazine) as u32, Ordering::Relaxed);
     }
 }
 
