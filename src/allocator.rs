@@ -277,8 +277,9 @@ impl<H: Hooks> Allocator<H> {
     /// at all, so CPUs do not wait for each other. Cached pages count as
     /// free in [`PageStats`]; a search that finds nothing takes them back
     /// first. Such pages and blocks then come most recently freed first
-    /// rather than lowest address first. `PAGE_DEBUG_POISON` and `PAGE_DEBUG_TRACK` turn the
-    /// caches off (every page goes through their checks).
+    /// rather than lowest address first. `PAGE_DEBUG_POISON` and
+    /// `PAGE_DEBUG_TRACK` turn the caches off (every page goes through their
+    /// checks).
     ///
     /// # Panics
     /// If `caches` serve another allocator that is still alive: a page of
@@ -505,7 +506,11 @@ impl<H: Hooks> Allocator<H> {
             if let Some(pa) = self.take_cached(flags.pool()) {
                 return Ok(Claimed { pa, overwritten: None });
             }
-        } else if count <= MAX_CACHED_BLOCK && align <= count && !flags.contains(AllocFlags::DMA32) {
+        } else if count.is_power_of_two()
+            && count <= MAX_CACHED_BLOCK
+            && align <= count
+            && !flags.contains(AllocFlags::DMA32)
+        {
             // Cached blocks are aligned to their length.
             if let Some(pa) = self.take_cached_block(flags.pool(), count) {
                 return Ok(Claimed { pa, overwritten: None });
