@@ -508,6 +508,7 @@ impl<H: Hooks> Allocator<H> {
             }
         } else if count.is_power_of_two()
             && count <= MAX_CACHED_BLOCK
+            && align.is_power_of_two()
             && align <= count
             && !flags.contains(AllocFlags::DMA32)
         {
@@ -519,46 +520,17 @@ impl<H: Hooks> Allocator<H> {
         self.take_searching(count, align, flags, tag)
     }
 
-    /// [`Allocator::take`] from the bitmaps. Out of line: the cached path
-    /// then saves no registers for the search.
-    #[inline(never)]
+    /// [`Allocator::take`] from the bitmaps; if they have no such run, once
+    /// more after taking back the pages the CPUs' caches hold.
+    #[inline]
     fn take_searching(&self, count: usize, align: usize, flags: AllocFlags, tag: Tag) -> Result<Claimed, PageStatus> {
         if count == 0 || !align.is_power_of_two() {
             return Err(PageStatus::EINVAL);
         }
-        let pool = flags.pool();
-        let dma32 = flags.contains(AllocFlags::DMA32);
-        let limit = if dma32 { DMA32_LIMIT } else { Pfn(u64::MAX) };
-        let mut drained = false;
-        // One search site, so that the search is inlined here.
-        let outcome = loop {
-            let outcome = self.locked(|inner| {
-                // One attempt, however many searches: the failure schedule
-                // is asked once.
-                if !drained && inner.faults.fail_now() {
-                    return Search::Injected;
-                }
-                if count > MAX_BLOCK_PAGES {
-                    // Its length would not fit in a slot.
-                    return Search::NotFound;
-                }
-                let regions = self.regions();
-                let found = regions.iter().filter(|r| r.pool == pool).find_map(|region| {
-                    let bit = region.state.get(inner).find_run(region, count, align, limit)?;
-                    Some((*region, bit))
-                });
-                match found {
-                    Some((region, bit)) => Search::Claimed(self.claim(inner, region, bit, count, tag)),
-                    None => Search::NotFound,
-                }
-            });
-            match outcome {
-                // Free pages may sit in the CPUs' caches: take them back,
-                // then search once more.
-                Search::NotFound if !drained && count <= MAX_BLOCK_PAGES && self.drain_caches() > 0 => drained = true,
-                outcome => break outcome,
-            }
-        };
+        let mut outcome = self.search(count, align, flags, tag, true);
+        if matches!(outcome, Search::NotFound) && count <= MAX_BLOCK_PAGES && self.drain_caches() > 0 {
+            outcome = self.search(count, align, flags, tag, false);
+        }
         match outcome {
             Search::Claimed(claimed) => Ok(claimed),
             Search::Injected | Search::NotFound => {
@@ -566,6 +538,39 @@ impl<H: Hooks> Allocator<H> {
                 Err(PageStatus::ENOMEM)
             }
         }
+    }
+
+    /// One search of the bitmaps under the lock, and the claim of what it
+    /// finds; only a `first_attempt` asks the failure schedule (one per
+    /// allocation). Out of line: the cached path saves no registers for
+    /// the search, and the cache drain between two attempts does not stack
+    /// on its frame (`page_alloc`'s deepest path).
+    #[inline(never)]
+    fn search(&self, count: usize, align: usize, flags: AllocFlags, tag: Tag, first_attempt: bool) -> Search {
+        let pool = flags.pool();
+        let limit = if flags.contains(AllocFlags::DMA32) {
+            DMA32_LIMIT
+        } else {
+            Pfn(u64::MAX)
+        };
+        self.locked(|inner| {
+            if first_attempt && inner.faults.fail_now() {
+                return Search::Injected;
+            }
+            if count > MAX_BLOCK_PAGES {
+                // Its length would not fit in a slot.
+                return Search::NotFound;
+            }
+            let regions = self.regions();
+            let found = regions.iter().filter(|r| r.pool == pool).find_map(|region| {
+                let bit = region.state.get(inner).find_run(region, count, align, limit)?;
+                Some((*region, bit))
+            });
+            match found {
+                Some((region, bit)) => Search::Claimed(self.claim(inner, region, bit, count, tag)),
+                None => Search::NotFound,
+            }
+        })
     }
 
     /// This CPU's cache of `T` for `pool`, if the caches are on, no
@@ -1122,14 +1127,7 @@ impl<H: Hooks> Allocator<H> {
             }
             // Each cached page is in a cache, and each page in a cache is
             // cached (so no page is in two).
-            let mut in_caches = 0;
-            for (head, pages) in caches.iter().flat_map(|held| held.blocks()) {
-                let region = head.region;
-                if let Some(page) = (head.bit..head.bit + pages).find(|&page| region.slot(page) != Slot::Cached) {
-                    return Err(region.pfn_of(page));
-                }
-                in_caches += pages as u64;
-            }
+            let in_caches = caches.map_or(Ok(0), Self::pages_in_caches)?;
             let sorted = regions.windows(2).all(|pair| pair[0].end <= pair[1].start);
             let totals = (total, meta, used + cached);
             if !sorted || in_caches != cached || totals != (inner.total_pages, inner.metadata_pages, inner.used_pages) {
@@ -1137,6 +1135,22 @@ impl<H: Hooks> Allocator<H> {
             }
             Ok(())
         })
+    }
+
+    /// The pages in the held caches, each of which must be marked cached:
+    /// the first that is not, if one is not.
+    // Not inlined: its iterators' state stays off check_held's frame.
+    #[inline(never)]
+    fn pages_in_caches(caches: &AllHeld) -> Result<u64, Pfn> {
+        let mut pages_in_caches = 0;
+        for (head, pages) in caches.blocks() {
+            let region = head.region;
+            if let Some(page) = (head.bit..head.bit + pages).find(|&page| region.slot(page) != Slot::Cached) {
+                return Err(region.pfn_of(page));
+            }
+            pages_in_caches += pages as u64;
+        }
+        Ok(pages_in_caches)
     }
 
     /// Verifies every region's bitmap, summaries, slots and counters against

@@ -460,6 +460,27 @@ fn blocks_of_2_4_and_8_pages_aligned_to_their_length_are_cached_by_length() {
 }
 
 #[test]
+fn an_alignment_that_is_not_a_power_of_two_is_refused_with_blocks_cached() {
+    let (_memory, allocator) = one_region(64);
+    let four = allocator.alloc(4, 4, NONE).unwrap();
+    let two = allocator.alloc(2, 2, NONE).unwrap();
+    allocator.free(four).unwrap();
+    allocator.free(two).unwrap();
+    for (count, align) in [(4, 3), (4, 0), (2, 0), (1, 0)] {
+        let before = allocator.stats();
+        assert_eq!(
+            allocator.alloc(count, align, NONE),
+            Err(PageStatus::EINVAL),
+            "{count} {align}"
+        );
+        assert_eq!(allocator.stats(), one_more_misuse(before), "{count} {align}");
+    }
+    assert_eq!(allocator.alloc(4, 4, NONE), Ok(four));
+    assert_eq!(allocator.alloc(2, 1, NONE), Ok(two));
+    assert_eq!(allocator.check(), Ok(()));
+}
+
+#[test]
 fn a_full_block_magazine_flushes_its_oldest_half() {
     let (memory, allocator) = one_region(128);
     let blocks: Vec<PhysAddr> = (0..9).map(|_| allocator.alloc(2, 2, NONE).unwrap()).collect();
