@@ -264,7 +264,9 @@ impl CpuCaches {
     /// without returning its pages anywhere (their allocator is going
     /// away). They stay claimed if a magazine is held.
     pub(crate) fn disown(&self) {
-        if self.forget_all::<CachedPage>() + self.forget_all::<CachedBlock>() == 4 * KPALLOC_MAX_CPUS {
+        let forgotten = self.forget_all::<CachedPage>() + self.forget_all::<CachedBlock>();
+        // Every magazine: two kinds, two pools, each CPU.
+        if forgotten == 2 * 2 * KPALLOC_MAX_CPUS {
             self.claimed.store(false, Ordering::Release);
         }
     }
