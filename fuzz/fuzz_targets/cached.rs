@@ -34,12 +34,24 @@ fn target(u: &mut Unstructured) -> Result<Target> {
 }
 
 fn count(u: &mut Unstructured) -> Result<usize> {
-    // Up to 9: every length the block caches hold (2, 4, 8) and some they do not.
-    Ok(if u.ratio(4u8, 7)? { 1 } else { u.int_in_range(1..=9)? })
+    // Up to 9: every length the block caches hold (2, 4, 8), often, and
+    // some they do not.
+    Ok(match u.int_in_range(0u8..=8)? {
+        0..=3 => 1,
+        4 | 5 => *u.choose(&[2, 4, 8])?,
+        _ => u.int_in_range(1..=9)?,
+    })
 }
 
-fn align(u: &mut Unstructured) -> Result<usize> {
-    Ok(if u.ratio(2u8, 3)? { 1 } else { *u.choose(&[2, 4, 8])? })
+/// Often the block's own length (what the block caches hold), often a
+/// page, now and then one that is not a power of two (EINVAL).
+fn align(u: &mut Unstructured, count: usize) -> Result<usize> {
+    Ok(match u.int_in_range(0u8..=9)? {
+        0..=3 => count.next_power_of_two(),
+        4..=7 => 1,
+        8 => *u.choose(&[2, 4, 8])?,
+        _ => *u.choose(&[0, 3])?,
+    })
 }
 
 fn length(u: &mut Unstructured) -> Result<Length> {
@@ -53,11 +65,14 @@ fn length(u: &mut Unstructured) -> Result<Length> {
 
 fn op(u: &mut Unstructured) -> Result<Op> {
     Ok(match u.int_in_range(0u8..=37)? {
-        0..=11 => Op::Alloc {
-            count: count(u)?,
-            align: align(u)?,
-            flags: flags(u)?,
-        },
+        0..=11 => {
+            let count = count(u)?;
+            Op::Alloc {
+                count,
+                align: align(u, count)?,
+                flags: flags(u)?,
+            }
+        }
         12 | 13 => {
             let target = if u.ratio(3u8, 4)? {
                 Target::NotLive(u.arbitrary()?)

@@ -395,6 +395,13 @@ impl Harness {
                     "largest_free_run after draining"
                 );
             }
+            Op::Alloc { count, align, flags } if !align.is_power_of_two() => {
+                let flags = AllocFlags::from_bits(flags).unwrap();
+                let real = a.alloc(count, align, flags);
+                self.note("alloc", real.map(drop));
+                assert_eq!(real, Err(PageStatus::EINVAL), "alloc({count}, {align}, {flags:?})");
+                self.refused(before, false);
+            }
             Op::Alloc { count, align, flags } => {
                 let flags = AllocFlags::from_bits(flags).unwrap();
                 let fits = self.shadow.fits(count, align, flags);
@@ -423,6 +430,9 @@ impl Harness {
                                 self.memory.is_zero(pa, count as u64 * PAGE),
                                 "ZERO block {pa:#x} not zero"
                             );
+                        }
+                        if count > 1 && a.stats().cached_pages + count as u64 == before.cached_pages {
+                            self.note("(a block taken from a cache)", Ok(()));
                         }
                         self.claim(i, pfn, count);
                     }
