@@ -11,7 +11,8 @@ use spin::Mutex;
 use x86_64::PhysAddr;
 
 use crate::cache::{
-    cacheable, AllHeld, CacheGuard, Cached, CachedBlock, CachedPage, CpuCaches, BATCH_PAGES, MAX_CACHED_BLOCK,
+    is_cacheable_block, is_cached_block_length, AllHeld, CacheGuard, Cached, CachedBlock, CachedPage, CpuCaches,
+    BATCH_PAGES,
 };
 use crate::message::{Message, TextWriter};
 use crate::refcount::{self, Put};
@@ -506,8 +507,7 @@ impl<H: Hooks> Allocator<H> {
             if let Some(pa) = self.take_cached(flags.pool()) {
                 return Ok(Claimed { pa, overwritten: None });
             }
-        } else if count.is_power_of_two()
-            && count <= MAX_CACHED_BLOCK
+        } else if is_cached_block_length(count)
             && align.is_power_of_two()
             && align <= count
             && !flags.contains(AllocFlags::DMA32)
@@ -878,7 +878,7 @@ impl<H: Hooks> Allocator<H> {
         let head = CachedPage { region, bit };
         if pages == 1 {
             self.release_into(head)
-        } else if cacheable(bit, pages) {
+        } else if is_cacheable_block(bit, pages) {
             self.release_into(CachedBlock { head, pages })
         } else {
             None

@@ -33,17 +33,23 @@ pub(crate) const MAGAZINE_PAGES: usize = 32;
 /// refill and flush in turn.
 pub(crate) const BATCH_PAGES: usize = MAGAZINE_PAGES / 2;
 /// The longest block the caches hold.
-pub(crate) const MAX_CACHED_BLOCK: usize = 8;
+const MAX_CACHED_BLOCK: usize = 8;
 /// Blocks one magazine of blocks holds: at most 64 pages per CPU and pool
 /// kept out of the first-fit search.
 const MAGAZINE_BLOCKS: usize = 8;
 
-/// Whether a free of the `pages`-page block headed at `bit` may go to a
-/// cache: one page, or 2, 4 or 8 aligned to their length (bit 0 of a
-/// region is 64-page aligned, so the bit's alignment is the frame's).
+/// Whether blocks of `pages` pages go to the block caches: 2, 4 or 8.
 #[inline]
-pub(crate) fn cacheable(bit: usize, pages: usize) -> bool {
-    pages.is_power_of_two() && pages <= MAX_CACHED_BLOCK && bit % pages == 0
+pub(crate) fn is_cached_block_length(pages: usize) -> bool {
+    pages > 1 && pages <= MAX_CACHED_BLOCK && pages.is_power_of_two()
+}
+
+/// Whether a free of the `pages`-page block headed at `bit` may go to a
+/// block cache: 2, 4 or 8 pages aligned to their length (bit 0 of a region
+/// is 64-page aligned, so the bit's alignment is the frame's).
+#[inline]
+pub(crate) fn is_cacheable_block(bit: usize, pages: usize) -> bool {
+    is_cached_block_length(pages) && bit % pages == 0
 }
 
 /// A cached page: its region and bit, so that neither an allocation nor a
