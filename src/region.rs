@@ -366,8 +366,8 @@ impl Region {
     }
 }
 
-/// Up to this many regions (from four), [`RegionTable::find`] scans rather
-/// than bisects.
+/// Up to this many regions, [`RegionTable::find`] scans rather than
+/// bisects.
 const LINEAR_SEARCH_REGIONS: usize = 16;
 
 /// Every region of an allocator, sorted by address; each new region carries
@@ -385,9 +385,9 @@ impl RegionTable {
     pub(crate) fn find(&self, pfn: Pfn) -> Option<&'static Region> {
         // With a few regions, count the starts at or below `pfn`: the
         // compares are independent and run side by side, where a binary
-        // search makes each load wait for the one before. Below four, the
-        // search is as short as the count's loop set-up.
-        let after = if (4..=LINEAR_SEARCH_REGIONS).contains(&self.starts.len()) {
+        // search makes each load wait for the one before (with two or
+        // three regions too: a free then took 2 ns longer in the bench).
+        let after = if self.starts.len() <= LINEAR_SEARCH_REGIONS {
             self.starts.iter().filter(|&&start| start <= pfn).count()
         } else {
             self.starts.partition_point(|&start| start <= pfn)
