@@ -25,13 +25,14 @@ function(kpalloc_kernel_variant name rust_target rustflags imported)
   set(lib ${KPALLOC_KERNEL_DIR}/${name}/libkpalloc.a)
   add_custom_target(kpalloc_cargo_kernel_${name} ALL
     COMMAND ${CMAKE_COMMAND} -E env "RUSTFLAGS=${rustflags}" ${KPALLOC_KERNEL_CARGO_ENV}
-      ${CARGO} build --quiet --release --no-default-features
+      ${CARGO} rustc --quiet --release --lib --crate-type staticlib
+      --no-default-features --features panic-handler
       --target ${rust_target} --target-dir ${cargo_dir}
     COMMAND ${CMAKE_SOURCE_DIR}/tools/prelink.sh
       ${cargo_dir}/${rust_target}/release/libkpalloc.a ${lib}
     WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}
     BYPRODUCTS ${lib}
-    COMMENT "cargo build (freestanding library, ${name})"
+    COMMENT "cargo rustc (freestanding library, ${name})"
     USES_TERMINAL)
   if(imported)
     add_library(${imported} STATIC IMPORTED GLOBAL)
@@ -75,4 +76,17 @@ if(BUILD_TESTING)
       ${KPALLOC_KERNEL_LIB_i386} ${KPALLOC_KERNEL_LIB_i386_stacksizes}
       ${CMAKE_SOURCE_DIR}/include ${CMAKE_BINARY_DIR}/kernel-link-check-i386)
   set_tests_properties(kernel_link_check_i386 PROPERTIES TIMEOUT 120)
+
+  # A Rust kernel's use (examples/rust-kernel): kpalloc without default
+  # features beside the kernel's own panic handler, built as the kernel's
+  # freestanding static library, and its test run on the host.
+  set(rust_kernel ${CMAKE_SOURCE_DIR}/examples/rust-kernel/Cargo.toml)
+  add_test(NAME rust_kernel_build
+    COMMAND ${CARGO} rustc --quiet --release --lib --crate-type staticlib
+      --target ${KPALLOC_KERNEL_RUST_TARGET} --manifest-path ${rust_kernel}
+      --target-dir ${CMAKE_BINARY_DIR}/rust-kernel)
+  add_test(NAME rust_kernel_test
+    COMMAND ${CARGO} test --quiet --manifest-path ${rust_kernel}
+      --target-dir ${CMAKE_BINARY_DIR}/rust-kernel)
+  set_tests_properties(rust_kernel_build rust_kernel_test PROPERTIES TIMEOUT 300)
 endif()

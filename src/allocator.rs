@@ -36,8 +36,8 @@ pub trait Hooks: Sync {
     fn irq_restore(&self, _saved: u64) {}
     /// Stops the kernel (a failed `PAGE_ALLOC_ASSERT` allocation). Never
     /// called with the lock held, but for an internal error (a kpalloc bug)
-    /// in a build without `std`, whose panic handler calls it wherever the
-    /// bug struck.
+    /// in the C library (feature `panic-handler`), whose panic handler calls
+    /// the global allocator's wherever the bug struck.
     fn panic(&self, _message: &CStr) -> ! {
         crate::raw::halt()
     }

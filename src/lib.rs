@@ -60,9 +60,10 @@ pub const KPALLOC_VERSION_MINOR: u32 = 1;
 /// See [`KPALLOC_VERSION_MAJOR`].
 pub const KPALLOC_VERSION_PATCH: u32 = 0;
 
-/// Without std (the C library, kernels) a panic can only be an internal bug:
-/// it goes to the kernel's panic hook with a fixed message, then halts.
-#[cfg(not(feature = "std"))]
+/// In the C library without std a panic can only be an internal bug: it
+/// goes to the kernel's panic hook with a fixed message, then halts. (A
+/// Rust kernel builds kpalloc without this feature: its own handler runs.)
+#[cfg(all(feature = "panic-handler", not(feature = "std")))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     if let Some(allocator) = ffi::installed() {
