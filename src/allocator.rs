@@ -37,7 +37,7 @@ pub trait Hooks: Sync {
     /// Stops the kernel (a failed `PAGE_ALLOC_ASSERT` allocation). Never
     /// called with the lock held, but for an internal error (a kpalloc bug)
     /// in the C library (feature `panic-handler`), whose panic handler calls
-    /// the global allocator's wherever the bug struck.
+    /// the global allocator's hook wherever the bug struck.
     fn panic(&self, _message: &CStr) -> ! {
         crate::raw::halt()
     }
