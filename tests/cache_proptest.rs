@@ -8,7 +8,7 @@ mod model;
 #[path = "common/tallied_cases.rs"]
 mod tallied_cases;
 
-use cache_model::{flag_bits, Harness, Length, Op, Target, BASES, CPUS};
+use cache_model::{flag_bits, Harness, Length, Op, Target, BASES, BURST_PAGES, CPUS};
 use kpalloc::CpuCaches;
 use model::fakeable;
 use proptest::prelude::*;
@@ -37,6 +37,12 @@ fn count() -> impl Strategy<Value = usize> {
     // Up to 9: every length the block caches hold (2, 4, 8), often, and
     // some they do not.
     prop_oneof![4 => Just(1usize), 2 => prop::sample::select(vec![2usize, 4, 8]), 3 => 1usize..=9]
+}
+
+/// A burst's block length: single pages, or the lengths the block caches
+/// hold.
+fn burst_pages() -> impl Strategy<Value = usize> {
+    prop::sample::select(BURST_PAGES.to_vec())
 }
 
 /// An allocation: often aligned to its own length (as a kernel asks for
@@ -77,8 +83,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => target().prop_map(Op::Split),
         1 => Just(Op::DrainCaches),
         4 => prop::sample::select(CPUS.to_vec()).prop_map(Op::Cpu),
-        1 => (8usize..=40, any::<bool>(), flags(), any::<u32>())
-            .prop_map(|(n, alloc, flags, seed)| Op::Burst { n, alloc, flags, seed }),
+        1 => (8usize..=40, any::<bool>(), burst_pages(), flags(), any::<u32>())
+            .prop_map(|(n, alloc, pages, flags, seed)| Op::Burst { n, alloc, pages, flags, seed }),
     ]
 }
 

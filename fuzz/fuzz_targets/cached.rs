@@ -10,7 +10,7 @@ mod cache_model;
 mod model;
 
 use arbitrary::{Result, Unstructured};
-use cache_model::{flag_bits, Harness, Length, Op, Target, BASES, CPUS};
+use cache_model::{flag_bits, Harness, Length, Op, Target, BASES, BURST_PAGES, CPUS};
 use kpalloc::CpuCaches;
 use libfuzzer_sys::fuzz_target;
 
@@ -95,6 +95,7 @@ fn op(u: &mut Unstructured) -> Result<Op> {
         _ => Op::Burst {
             n: u.int_in_range(8..=40)?,
             alloc: u.arbitrary()?,
+            pages: *u.choose(&BURST_PAGES)?,
             flags: flags(u)?,
             seed: u.arbitrary()?,
         },

@@ -31,6 +31,8 @@ pub const BASES: [u64; 3] = [0x10_0000, (1 << 32) - 40 * PAGE, 1 << 40];
 /// The CPU numbers `Op::Cpu` switches between: four CPUs, and one past
 /// `KPALLOC_MAX_CPUS` (which shares CPU 1's caches: numbers wrap).
 pub const CPUS: [usize; 5] = [0, 1, 2, 3, KPALLOC_MAX_CPUS + 1];
+/// Block lengths of a burst of allocations, single pages most often.
+pub const BURST_PAGES: [usize; 5] = [1, 1, 2, 4, 8];
 
 /// The bits of an `AllocFlags` with ZERO, USER and DMA32 each on or off,
 /// as an `Op` carries them.
@@ -200,11 +202,13 @@ pub enum Op {
     Split(Target),
     DrainCaches,
     Cpu(usize),
-    /// `n` single-page allocations (`flags`) in a row, or `n` puts on live
-    /// heads: fills a magazine or overflows it (a flush).
+    /// `n` allocations in a row of `pages` pages aligned to their length
+    /// (`flags`), or `n` puts on live heads: fills a magazine of pages or
+    /// of blocks, or overflows it (a flush).
     Burst {
         n: usize,
         alloc: bool,
+        pages: usize,
         flags: u32,
         seed: u32,
     },
@@ -371,12 +375,18 @@ impl Harness {
         let before = a.stats();
         match op {
             Op::Cpu(cpu) => on_cpu(cpu),
-            Op::Burst { n, alloc, flags, seed } => {
+            Op::Burst {
+                n,
+                alloc,
+                pages,
+                flags,
+                seed,
+            } => {
                 for k in 0..n as u32 {
                     self.apply(if alloc {
                         Op::Alloc {
-                            count: 1,
-                            align: 1,
+                            count: pages,
+                            align: pages,
                             flags,
                         }
                     } else {
