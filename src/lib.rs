@@ -21,6 +21,12 @@
 //! address, ...) returns its own [`PageStatus`] and changes nothing, in
 //! release builds too.
 //!
+//! Features: `std` (default) for hosted use; a Rust kernel depends on
+//! kpalloc with `default-features = false`, and its own panic handler
+//! runs. `panic-handler` gives the C static library (built without std) a
+//! handler that calls the kernel's `panic` hook; `header` (default)
+//! regenerates `include/kpalloc.h`.
+//!
 //! The core (`freemap`, `region`, [`allocator`]) is safe Rust; raw memory
 //! is touched only in `raw`, the C ABI lives in [`ffi`], the lock-guarded
 //! metadata cell in `sync`.
