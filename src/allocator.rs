@@ -631,11 +631,24 @@ impl<H: Hooks> Allocator<H> {
         let count = count.min(cache.len());
         self.locked(|inner| {
             let mut pages = 0;
-            for entry in cache.entries().take(count) {
-                let CachedPage { region, bit } = entry.head();
-                region.state.get(inner).release(region, bit, entry.pages(), false);
-                pages += entry.pages();
+            let mut entries = cache.entries().take(count).peekable();
+            while let Some(first) = entries.next() {
+                // The entries of one region in a row (most flushes: all of
+                // them) are released, then counted, together.
+                let region = first.head().region;
+                let state = region.state.get(inner);
+                let (mut blocks, mut region_pages) = (0, 0);
+                let mut next = Some(first);
+                while let Some(entry) = next {
+                    state.release_unaccounted(region, entry.head().bit, entry.pages(), false);
+                    blocks += 1;
+                    region_pages += entry.pages();
+                    next = entries.next_if(|entry| core::ptr::eq(entry.head().region, region));
+                }
+                state.account_released(blocks, region_pages);
+                pages += region_pages;
             }
+            drop(entries);
             inner.used_pages -= pages as u64;
             cache.forget_oldest(count);
             cache.publish();
@@ -906,10 +919,10 @@ impl<H: Hooks> Allocator<H> {
         if entry.pages() > 1 {
             region.mark_cached(bit + 1, entry.pages() - 1);
         }
-        if cache.room() == 0 {
+        if !cache.push(entry) {
             self.flush(&mut cache, T::BATCH);
+            cache.push(entry);
         }
-        cache.push(entry);
         Some(Ok(true))
     }
 

@@ -192,14 +192,35 @@ impl RegionState {
     /// holding the poison pattern if `poisoned`.
     #[inline]
     pub(crate) fn release(&mut self, region: &Region, bit: usize, pages: usize, poisoned: bool) {
+        self.release_unaccounted(region, bit, pages, poisoned);
+        self.account_released(1, pages);
+    }
+
+    /// [`RegionState::release`] but for the counts, which the caller brings
+    /// up to date with [`RegionState::account_released`]: a flush releases
+    /// many blocks of one region and counts them once.
+    #[inline]
+    pub(crate) fn release_unaccounted(&mut self, region: &Region, bit: usize, pages: usize, poisoned: bool) {
         let free = if poisoned { POISONED_FREE } else { 0 };
-        for slot in &region.slots[bit..bit + pages] {
-            slot.store(free, Ordering::Relaxed);
+        if pages == 1 {
+            // Most frees: one store, not the loop's set-up.
+            region.slots[bit].store(free, Ordering::Relaxed);
+        } else {
+            for slot in &region.slots[bit..bit + pages] {
+                slot.store(free, Ordering::Relaxed);
+            }
         }
         self.map.set(bit, pages, true);
+    }
+
+    /// Counts `blocks` blocks of `pages` pages in all, released.
+    #[inline]
+    pub(crate) fn account_released(&mut self, blocks: usize, pages: usize) {
         self.free_pages += pages as u64;
-        // The freed run may join free runs on both sides.
-        self.run_bound = (self.run_bound.saturating_mul(2) + pages as u64).min(self.free_pages);
+        // Each freed block may join the free runs on both its sides: a new
+        // run spans at most `blocks + 1` old ones and the freed pages.
+        let joined = self.run_bound.saturating_mul(blocks as u64 + 1);
+        self.run_bound = joined.saturating_add(pages as u64).min(self.free_pages);
     }
 
     /// The first allocated block at or after `from`.
