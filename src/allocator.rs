@@ -905,7 +905,7 @@ impl<H: Hooks> Allocator<H> {
         let CachedPage { region, bit } = entry.head();
         let mut cache = self.cache::<T>(region.pool)?;
         let slot = &region.slots[bit];
-        match refcount::take_last(slot, || Ok(()), CACHED) {
+        match refcount::take_sole(slot, CACHED) {
             Ok(true) => {}
             other => return Some(other),
         }
