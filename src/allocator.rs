@@ -845,11 +845,19 @@ impl<H: Hooks> Allocator<H> {
             return released;
         }
         self.locked(|inner| {
-            let length_checked = || match said_pages {
-                Some(pages) if pages != region.block_pages(bit) => Err(PageStatus::EINVAL),
-                _ => Ok(()),
+            let slot = &region.slots[bit];
+            let taken = match said_pages {
+                None => refcount::take_sole(slot, 0),
+                Some(said) => refcount::take_last(
+                    slot,
+                    || match said == region.block_pages(bit) {
+                        true => Ok(()),
+                        false => Err(PageStatus::EINVAL),
+                    },
+                    0,
+                ),
             };
-            if !refcount::take_last(&region.slots[bit], length_checked, 0)? {
+            if !taken? {
                 return Ok(false);
             }
             let pages = region.block_pages(bit);
