@@ -800,10 +800,7 @@ impl<H: Hooks> Allocator<H> {
     fn free_checked(&self, pa: PhysAddr, said_pages: Option<usize>) -> Result<(), PageStatus> {
         let result = self
             .locate(pa)
-            .and_then(|(region, bit)| match self.release_if_sole(region, bit, said_pages)? {
-                true => Ok(()),
-                false => Err(PageStatus::ESHARED),
-            });
+            .and_then(|(region, bit)| self.release_if_sole(region, bit, said_pages));
         self.checked(result, self.kva(pa))
     }
 
@@ -824,29 +821,31 @@ impl<H: Hooks> Allocator<H> {
         let result = self.locate(pa).and_then(|(region, bit)| loop {
             match refcount::put_unless_last(&region.slots[bit])? {
                 Put::Done => return Ok(()),
-                // Unless a get raised the count meanwhile: then drop again.
-                Put::Last if self.release_if_sole(region, bit, None)? => return Ok(()),
-                Put::Last => {}
+                Put::Last => match self.release_if_sole(region, bit, None) {
+                    // A get raised the count meanwhile: drop again.
+                    Err(PageStatus::ESHARED) => {}
+                    released => return released,
+                },
             }
         });
         self.checked(result, self.kva(pa))
     }
 
-    /// Frees the block headed at `bit` if it has one reference
-    /// (`Ok(true)`); `Ok(false)` if it has more. `EINVAL` if the caller said
-    /// how long the block is and was wrong.
+    /// Frees the block headed at `bit` if it has one reference; `ESHARED`
+    /// if it has more, `EINVAL` if the caller said how long the block is
+    /// and was wrong.
     fn release_if_sole(
         &self,
         region: &'static Region,
         bit: usize,
         said_pages: Option<usize>,
-    ) -> Result<bool, PageStatus> {
+    ) -> Result<(), PageStatus> {
         if let Some(released) = self.release_to_cache(region, bit, said_pages) {
             return released;
         }
         self.locked(|inner| {
             let slot = &region.slots[bit];
-            let taken = match said_pages {
+            match said_pages {
                 None => refcount::take_sole(slot, 0),
                 Some(said) => refcount::take_last(
                     slot,
@@ -856,10 +855,7 @@ impl<H: Hooks> Allocator<H> {
                     },
                     0,
                 ),
-            };
-            if !taken? {
-                return Ok(false);
-            }
+            }?;
             let pages = region.block_pages(bit);
             let poison = self.config.debug & PAGE_DEBUG_POISON != 0;
             if poison {
@@ -876,7 +872,7 @@ impl<H: Hooks> Allocator<H> {
             }
             region.state.get(inner).release(region, bit, pages, poison);
             inner.used_pages -= pages as u64;
-            Ok(true)
+            Ok(())
         })
     }
 
@@ -890,7 +886,7 @@ impl<H: Hooks> Allocator<H> {
         region: &'static Region,
         bit: usize,
         said_pages: Option<usize>,
-    ) -> Option<Result<bool, PageStatus>> {
+    ) -> Option<Result<(), PageStatus>> {
         self.caches?;
         let pages = region.block_pages(bit);
         if said_pages.is_some_and(|said| said != pages) {
@@ -909,13 +905,12 @@ impl<H: Hooks> Allocator<H> {
     /// [`Allocator::release_to_cache`] of `entry` into this CPU's cache of
     /// its kind.
     #[inline]
-    fn release_into<T: Cached>(&self, entry: T) -> Option<Result<bool, PageStatus>> {
+    fn release_into<T: Cached>(&self, entry: T) -> Option<Result<(), PageStatus>> {
         let CachedPage { region, bit } = entry.head();
         let mut cache = self.cache::<T>(region.pool)?;
         let slot = &region.slots[bit];
-        match refcount::take_sole(slot, CACHED) {
-            Ok(true) => {}
-            other => return Some(other),
+        if let Err(status) = refcount::take_sole(slot, CACHED) {
+            return Some(Err(status));
         }
         if region.block_pages(bit) != entry.pages() {
             // Freed and reallocated with another length by someone else
@@ -931,7 +926,7 @@ impl<H: Hooks> Allocator<H> {
             self.flush(&mut cache, T::BATCH);
             cache.push(entry);
         }
-        Some(Ok(true))
+        Some(Ok(()))
     }
 
     /// Turns the block headed at `pa` (one reference) into single-page

@@ -92,25 +92,25 @@ pub(crate) fn put_unless_last(slot: &impl SlotCell) -> Result<Put, PageStatus> {
 }
 
 /// Under the allocator's lock (or a page cache's): takes a sole reference
-/// from 1 to `freed`, the slot of a free or a cached page, and returns
-/// `true` (the caller frees the block), or returns `false` if the block is
-/// shared. `check_head` may refuse the call once a head is seen.
+/// from 1 to `freed`, the slot of a free or a cached page (the caller then
+/// frees the block), or refuses with `ESHARED` if the block is shared.
+/// `check_head` may refuse the call once a head is seen.
 #[inline]
 pub(crate) fn take_last(
     slot: &impl SlotCell,
     check_head: impl Fn() -> Result<(), PageStatus>,
     freed: u32,
-) -> Result<bool, PageStatus> {
+) -> Result<(), PageStatus> {
     loop {
         let raw = slot.load();
         let count = head_count(raw)?;
         check_head()?;
         if count != 1 {
-            return Ok(false);
+            return Err(PageStatus::ESHARED);
         }
         // A lock-free get may race us to the count.
         if slot.replace(1, freed).is_ok() {
-            return Ok(true);
+            return Ok(());
         }
     }
 }
@@ -119,11 +119,11 @@ pub(crate) fn take_last(
 /// whose failure tells why (no load before it on the free path's chain of
 /// dependent steps).
 #[inline]
-pub(crate) fn take_sole(slot: &impl SlotCell, freed: u32) -> Result<bool, PageStatus> {
+pub(crate) fn take_sole(slot: &impl SlotCell, freed: u32) -> Result<(), PageStatus> {
     match slot.replace(1, freed) {
-        Ok(_) => Ok(true),
+        Ok(_) => Ok(()),
         // Not 1: shared, or no head of an allocated block.
-        Err(raw) => head_count(raw).map(|_| false),
+        Err(raw) => head_count(raw).and(Err(PageStatus::ESHARED)),
     }
 }
 
@@ -139,21 +139,26 @@ mod loom_tests {
 
     /// The two ways the last reference is taken: under the lock, and into
     /// a page cache.
-    const TAKERS: [fn(&AtomicU32) -> Result<bool, PageStatus>; 2] =
+    const TAKERS: [fn(&AtomicU32) -> Result<(), PageStatus>; 2] =
         [|slot| take_last(slot, || Ok(()), 0), |slot| take_sole(slot, 0)];
 
     /// `put` as the allocator does it, with `freed` standing for the block's
     /// pages going back under the lock.
-    fn put(slot: &AtomicU32, lock: &Mutex<bool>, take: fn(&AtomicU32) -> Result<bool, PageStatus>) {
+    fn put(slot: &AtomicU32, lock: &Mutex<bool>, take: fn(&AtomicU32) -> Result<(), PageStatus>) {
         loop {
             match put_unless_last(slot).unwrap() {
                 Put::Done => return,
                 Put::Last => {
                     let mut freed = lock.lock().unwrap();
-                    if take(slot).unwrap() {
-                        assert!(!*freed, "freed twice");
-                        *freed = true;
-                        return;
+                    match take(slot) {
+                        Ok(()) => {
+                            assert!(!*freed, "freed twice");
+                            *freed = true;
+                            return;
+                        }
+                        // A get came in: drop again.
+                        Err(PageStatus::ESHARED) => {}
+                        Err(status) => panic!("{status:?}"),
                     }
                 }
             }
@@ -167,7 +172,7 @@ mod loom_tests {
         }
     }
 
-    fn the_last_put_racing_a_get(take: fn(&AtomicU32) -> Result<bool, PageStatus>) {
+    fn the_last_put_racing_a_get(take: fn(&AtomicU32) -> Result<(), PageStatus>) {
         loom::model(move || {
             let slot = Arc::new(AtomicU32::new(2));
             let lock = Arc::new(Mutex::new(false));
@@ -202,7 +207,7 @@ mod loom_tests {
         }
     }
 
-    fn a_get_and_a_put_of_a_sole_reference(take: fn(&AtomicU32) -> Result<bool, PageStatus>) {
+    fn a_get_and_a_put_of_a_sole_reference(take: fn(&AtomicU32) -> Result<(), PageStatus>) {
         loom::model(move || {
             let slot = Arc::new(AtomicU32::new(1));
             let lock = Arc::new(Mutex::new(false));
