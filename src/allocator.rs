@@ -593,8 +593,8 @@ impl<H: Hooks> Allocator<H> {
             self.refill(&mut cache, pool);
         }
         let page = cache.pop()?;
-        page.region.publish_block(page.bit, 1);
-        Some(PhysAddr::new(page.pfn().pa()))
+        page.region.publish_block(page.bit(), 1);
+        Some(PhysAddr::new(page.pfn.pa()))
     }
 
     /// A block of `count` pages from this CPU's cache, as a block with one
@@ -603,8 +603,8 @@ impl<H: Hooks> Allocator<H> {
     fn take_cached_block(&self, pool: Pool, count: usize) -> Option<PhysAddr> {
         let mut cache = self.cache::<CachedBlock>(pool)?;
         let CachedBlock { head, .. } = cache.take_latest(|block| block.pages == count)?;
-        head.region.publish_block(head.bit, count);
-        Some(PhysAddr::new(head.pfn().pa()))
+        head.region.publish_block(head.bit(), count);
+        Some(PhysAddr::new(head.pfn.pa()))
     }
 
     /// Under the lock: moves up to half a magazine of free pages of `pool`,
@@ -640,7 +640,7 @@ impl<H: Hooks> Allocator<H> {
                 let (mut blocks, mut region_pages) = (0, 0);
                 let mut next = Some(first);
                 while let Some(entry) = next {
-                    state.release_unaccounted(region, entry.head().bit, entry.pages(), false);
+                    state.release_unaccounted(region, entry.head().bit(), entry.pages(), false);
                     blocks += 1;
                     region_pages += entry.pages();
                     next = entries.next_if(|entry| core::ptr::eq(entry.head().region, region));
@@ -892,7 +892,7 @@ impl<H: Hooks> Allocator<H> {
         if said_pages.is_some_and(|said| said != pages) {
             return None;
         }
-        let head = CachedPage { region, bit };
+        let head = CachedPage::new(region, bit);
         if pages == 1 {
             self.release_into(head)
         } else if is_cacheable_block(bit, pages) {
@@ -906,7 +906,8 @@ impl<H: Hooks> Allocator<H> {
     /// its kind.
     #[inline]
     fn release_into<T: Cached>(&self, entry: T) -> Option<Result<(), PageStatus>> {
-        let CachedPage { region, bit } = entry.head();
+        let head = entry.head();
+        let (region, bit) = (head.region, head.bit());
         let mut cache = self.cache::<T>(region.pool)?;
         let slot = &region.slots[bit];
         if let Err(status) = refcount::take_sole(slot, CACHED) {
@@ -1161,7 +1162,7 @@ impl<H: Hooks> Allocator<H> {
         let mut pages_in_caches = 0;
         for (head, pages) in caches.blocks() {
             let region = head.region;
-            if let Some(page) = (head.bit..head.bit + pages).find(|&page| region.slot(page) != Slot::Cached) {
+            if let Some(page) = (head.bit()..head.bit() + pages).find(|&page| region.slot(page) != Slot::Cached) {
                 return Err(region.pfn_of(page));
             }
             pages_in_caches += pages as u64;

@@ -52,17 +52,27 @@ pub(crate) fn is_cacheable_block(bit: usize, pages: usize) -> bool {
     is_cached_block_length(pages) && bit % pages == 0
 }
 
-/// A cached page: its region and bit, so that neither an allocation nor a
-/// flush has to look the region up.
+/// A cached page: its region, so that neither an allocation nor a flush
+/// has to look the region up, and its frame, so that an allocation has
+/// its address without reading the region first.
 #[derive(Clone, Copy)]
 pub(crate) struct CachedPage {
     pub(crate) region: &'static Region,
-    pub(crate) bit: usize,
+    pub(crate) pfn: Pfn,
 }
 
 impl CachedPage {
-    pub(crate) fn pfn(&self) -> Pfn {
-        self.region.pfn_of(self.bit)
+    pub(crate) fn new(region: &'static Region, bit: usize) -> Self {
+        CachedPage {
+            region,
+            pfn: region.pfn_of(bit),
+        }
+    }
+
+    /// The page's bit in its region.
+    #[inline]
+    pub(crate) fn bit(&self) -> usize {
+        (self.pfn.0 - self.region.base.0) as usize
     }
 }
 

@@ -137,8 +137,9 @@ mod loom_tests {
     use loom::thread;
     use std::vec::Vec;
 
-    /// The two ways the last reference is taken: under the lock, and into
-    /// a page cache.
+    /// The two ways the last reference is taken: looking at the head first
+    /// (a free told the block's length checks it), and by one
+    /// compare-and-swap (every other free, locked or into a page cache).
     const TAKERS: [fn(&AtomicU32) -> Result<(), PageStatus>; 2] =
         [|slot| take_last(slot, || Ok(()), 0), |slot| take_sole(slot, 0)];
 

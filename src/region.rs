@@ -180,7 +180,7 @@ impl RegionState {
                 let bit = first_bit + taken.trailing_zeros() as usize;
                 taken &= taken - 1;
                 region.mark_cached(bit, 1);
-                magazine.push(CachedPage { region, bit });
+                magazine.push(CachedPage::new(region, bit));
             }
         }
         self.free_pages -= moved as u64;
