@@ -93,7 +93,7 @@ pub(crate) unsafe fn install_region(
         )
     };
     // SAFETY: the table header's piece, as above.
-    let table = unsafe { place(kva + layout.table_at, RegionTable { regions, starts }) };
+    let table = unsafe { place(kva + layout.table_at, RegionTable::new(regions, starts)) };
     (region, table)
 }
 

@@ -397,10 +397,25 @@ pub(crate) struct RegionTable {
     pub(crate) regions: &'static [&'static Region],
     /// `regions[i].start`, side by side: the search for an address reads
     /// one or two cache lines, not a header page of every region it passes.
-    pub(crate) starts: &'static [Pfn],
+    starts: &'static [Pfn],
+    /// The first [`LINEAR_SEARCH_REGIONS`] of `starts`, then `Pfn(u64::MAX)`
+    /// (above every address): counted four at a time, with no odd end.
+    first_starts: [Pfn; LINEAR_SEARCH_REGIONS],
 }
 
 impl RegionTable {
+    pub(crate) fn new(regions: &'static [&'static Region], starts: &'static [Pfn]) -> Self {
+        let mut first_starts = [Pfn(u64::MAX); LINEAR_SEARCH_REGIONS];
+        for (first, &start) in first_starts.iter_mut().zip(starts) {
+            *first = start;
+        }
+        RegionTable {
+            regions,
+            starts,
+            first_starts,
+        }
+    }
+
     /// The region whose pages (metadata included) contain `pfn`.
     #[inline]
     pub(crate) fn find(&self, pfn: Pfn) -> Option<&'static Region> {
@@ -408,14 +423,27 @@ impl RegionTable {
         // compares are independent and run side by side, where a binary
         // search makes each load wait for the one before (with two or
         // three regions too: a free then took 2 ns longer in the bench).
-        let after = if self.starts.len() <= LINEAR_SEARCH_REGIONS {
-            self.starts.iter().filter(|&&start| start <= pfn).count()
-        } else {
-            self.starts.partition_point(|&start| start <= pfn)
+        let after = match self.first_starts.get(..self.regions.len().next_multiple_of(4)) {
+            Some(starts) => count_at_or_below(starts, pfn),
+            None => self.starts.partition_point(|&start| start <= pfn),
         };
         let region = *self.regions.get(after.checked_sub(1)?)?;
         (pfn < region.end).then_some(region)
     }
+}
+
+/// How many of `starts` (a multiple of four long) are at or below `pfn`,
+/// in four sums side by side: one sum would make the lookup wait a cycle
+/// per region (0.25 ns a region on every free, measured).
+#[inline]
+fn count_at_or_below(starts: &[Pfn], pfn: Pfn) -> usize {
+    let mut lanes = [0; 4];
+    for four in starts.chunks_exact(4) {
+        for (lane, &start) in lanes.iter_mut().zip(four) {
+            *lane += usize::from(start <= pfn);
+        }
+    }
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
 }
 
 /// Where everything goes in a new region's metadata, in bytes from the
