@@ -686,7 +686,7 @@ impl<H: Hooks> Allocator<H> {
         if count == 0 || count > MAX_BLOCK_PAGES {
             return Err(PageStatus::EINVAL);
         }
-        let (region, bit) = self.locate(pa)?;
+        let (region, bit) = self.locate(pa).ok_or(PageStatus::ENOTMANAGED)?;
         let end = pfn.0.checked_add(count as u64).ok_or(PageStatus::ENOTMANAGED)?;
         if end > region.end.0 {
             return Err(PageStatus::ENOTMANAGED);
@@ -770,16 +770,15 @@ impl<H: Hooks> Allocator<H> {
         self.table.load().map_or(&[], |table| table.regions)
     }
 
-    /// The region and bit of the usable page at `pa`, without the lock.
+    /// The region and bit of the usable page at `pa`, without the lock;
+    /// `None` (`ENOTMANAGED`) if it is no usable page of a region.
+    // An `Option`, not a `Result`: where the compiler calls it out of line,
+    // it returns in two registers, not through memory.
     #[inline]
-    fn locate(&self, pa: PhysAddr) -> Result<(&'static Region, usize), PageStatus> {
-        let pfn = Pfn::at(pa.as_u64()).ok_or(PageStatus::ENOTMANAGED)?;
-        let region = self
-            .table
-            .load()
-            .and_then(|t| t.find(pfn))
-            .ok_or(PageStatus::ENOTMANAGED)?;
-        Ok((region, region.bit_of(pfn)?))
+    fn locate(&self, pa: PhysAddr) -> Option<(&'static Region, usize)> {
+        let pfn = Pfn::at(pa.as_u64())?;
+        let region = self.table.load()?.find(pfn)?;
+        Some((region, region.bit_of(pfn).ok()?))
     }
 
     /// Frees the block headed at `pa`, which must have exactly one reference:
@@ -800,6 +799,7 @@ impl<H: Hooks> Allocator<H> {
     fn free_checked(&self, pa: PhysAddr, said_pages: Option<usize>) -> Result<(), PageStatus> {
         let result = self
             .locate(pa)
+            .ok_or(PageStatus::ENOTMANAGED)
             .and_then(|(region, bit)| self.release_if_sole(region, bit, said_pages));
         self.checked(result, self.kva(pa))
     }
@@ -810,6 +810,7 @@ impl<H: Hooks> Allocator<H> {
     pub fn get(&self, pa: PhysAddr) -> Result<(), PageStatus> {
         let result = self
             .locate(pa)
+            .ok_or(PageStatus::ENOTMANAGED)
             .and_then(|(region, bit)| refcount::get(&region.slots[bit]));
         self.checked(result, self.kva(pa))
     }
@@ -818,16 +819,19 @@ impl<H: Hooks> Allocator<H> {
     /// last one. Lock-free unless it is the last. Refused as
     /// [`Allocator::free`] refuses, but for `ESHARED`.
     pub fn put(&self, pa: PhysAddr) -> Result<(), PageStatus> {
-        let result = self.locate(pa).and_then(|(region, bit)| loop {
-            match refcount::put_unless_last(&region.slots[bit])? {
-                Put::Done => return Ok(()),
-                Put::Last => match self.release_if_sole(region, bit, None) {
-                    // A get raised the count meanwhile: drop again.
-                    Err(PageStatus::ESHARED) => {}
-                    released => return released,
-                },
-            }
-        });
+        let result = self
+            .locate(pa)
+            .ok_or(PageStatus::ENOTMANAGED)
+            .and_then(|(region, bit)| loop {
+                match refcount::put_unless_last(&region.slots[bit])? {
+                    Put::Done => return Ok(()),
+                    Put::Last => match self.release_if_sole(region, bit, None) {
+                        // A get raised the count meanwhile: drop again.
+                        Err(PageStatus::ESHARED) => {}
+                        released => return released,
+                    },
+                }
+            });
         self.checked(result, self.kva(pa))
     }
 
@@ -934,21 +938,24 @@ impl<H: Hooks> Allocator<H> {
     /// blocks of one reference each, each keeping the block's allocation
     /// site. Refused as [`Allocator::free`] refuses.
     pub fn split(&self, pa: PhysAddr) -> Result<(), PageStatus> {
-        let result = self.locate(pa).and_then(|(region, bit)| {
-            self.locked(|inner| match region.slot(bit) {
-                Slot::Free { .. } | Slot::Cached => Err(PageStatus::ENOTALLOCATED),
-                Slot::Interior(_) => Err(PageStatus::ENOTHEAD),
-                Slot::Head(1) => {
-                    let pages = region.block_pages(bit);
-                    region.state.get(inner).spread_tag(bit, pages);
-                    for page in bit + 1..bit + pages {
-                        region.slots[page].store(1, Ordering::Release);
+        let result = self
+            .locate(pa)
+            .ok_or(PageStatus::ENOTMANAGED)
+            .and_then(|(region, bit)| {
+                self.locked(|inner| match region.slot(bit) {
+                    Slot::Free { .. } | Slot::Cached => Err(PageStatus::ENOTALLOCATED),
+                    Slot::Interior(_) => Err(PageStatus::ENOTHEAD),
+                    Slot::Head(1) => {
+                        let pages = region.block_pages(bit);
+                        region.state.get(inner).spread_tag(bit, pages);
+                        for page in bit + 1..bit + pages {
+                            region.slots[page].store(1, Ordering::Release);
+                        }
+                        Ok(())
                     }
-                    Ok(())
-                }
-                Slot::Head(_) => Err(PageStatus::ESHARED),
-            })
-        });
+                    Slot::Head(_) => Err(PageStatus::ESHARED),
+                })
+            });
         self.checked(result, self.kva(pa))
     }
 
@@ -956,7 +963,7 @@ impl<H: Hooks> Allocator<H> {
     /// address.
     pub fn refcount(&self, pa: PhysAddr) -> u32 {
         match self.locate(pa).map(|(region, bit)| region.slot(bit)) {
-            Ok(Slot::Head(count)) => count,
+            Some(Slot::Head(count)) => count,
             _ => 0,
         }
     }
@@ -965,7 +972,7 @@ impl<H: Hooks> Allocator<H> {
     /// address.
     pub fn block_pages(&self, pa: PhysAddr) -> usize {
         match self.locate(pa) {
-            Ok((region, bit)) if matches!(region.slot(bit), Slot::Head(_)) => region.block_pages(bit),
+            Some((region, bit)) if matches!(region.slot(bit), Slot::Head(_)) => region.block_pages(bit),
             _ => 0,
         }
     }
