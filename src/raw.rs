@@ -93,7 +93,8 @@ pub(crate) unsafe fn install_region(
         )
     };
     // SAFETY: the table header's piece, as above.
-    let table = unsafe { place(kva + layout.table_at, RegionTable::new(regions, starts)) };
+    let table = unsafe { place(kva + layout.table_at, RegionTable::unfilled(regions, starts)) };
+    table.fill_first_starts();
     (region, table)
 }
 
@@ -112,12 +113,12 @@ unsafe fn zeroed<T>(kva: usize, len: usize) -> &'static mut [T] {
 /// # Safety
 /// `size_of::<T>()` bytes at `kva` must be valid for writes, aligned for
 /// `T`, and owned by the caller for the rest of the program.
-unsafe fn place<T>(kva: usize, value: T) -> &'static T {
+unsafe fn place<T>(kva: usize, value: T) -> &'static mut T {
     let at = pointer::<T>(kva);
     // SAFETY: per this function's contract.
     unsafe {
         at.write(value);
-        &*at
+        &mut *at
     }
 }
 
