@@ -686,7 +686,7 @@ impl<H: Hooks> Allocator<H> {
         if count == 0 || count > MAX_BLOCK_PAGES {
             return Err(PageStatus::EINVAL);
         }
-        let (region, bit) = self.locate(pa).ok_or(PageStatus::ENOTMANAGED)?;
+        let (region, bit) = self.managed(pa)?;
         let end = pfn.0.checked_add(count as u64).ok_or(PageStatus::ENOTMANAGED)?;
         if end > region.end.0 {
             return Err(PageStatus::ENOTMANAGED);
@@ -781,6 +781,13 @@ impl<H: Hooks> Allocator<H> {
         Some((region, region.bit_of(pfn).ok()?))
     }
 
+    /// [`Allocator::locate`] for a call that refuses any other address:
+    /// `ENOTMANAGED`.
+    #[inline(always)]
+    fn managed(&self, pa: PhysAddr) -> Result<(&'static Region, usize), PageStatus> {
+        self.locate(pa).ok_or(PageStatus::ENOTMANAGED)
+    }
+
     /// Frees the block headed at `pa`, which must have exactly one reference:
     /// `ESHARED` if it has more, `ENOTALLOCATED` if it is free (or cached),
     /// `ENOTHEAD` for an interior page, `ENOTMANAGED` for an address that is
@@ -798,8 +805,7 @@ impl<H: Hooks> Allocator<H> {
 
     fn free_checked(&self, pa: PhysAddr, said_pages: Option<usize>) -> Result<(), PageStatus> {
         let result = self
-            .locate(pa)
-            .ok_or(PageStatus::ENOTMANAGED)
+            .managed(pa)
             .and_then(|(region, bit)| self.release_if_sole(region, bit, said_pages));
         self.checked(result, self.kva(pa))
     }
@@ -809,8 +815,7 @@ impl<H: Hooks> Allocator<H> {
     /// [`Allocator::free`] refuses, but for `ESHARED`.
     pub fn get(&self, pa: PhysAddr) -> Result<(), PageStatus> {
         let result = self
-            .locate(pa)
-            .ok_or(PageStatus::ENOTMANAGED)
+            .managed(pa)
             .and_then(|(region, bit)| refcount::get(&region.slots[bit]));
         self.checked(result, self.kva(pa))
     }
@@ -819,19 +824,16 @@ impl<H: Hooks> Allocator<H> {
     /// last one. Lock-free unless it is the last. Refused as
     /// [`Allocator::free`] refuses, but for `ESHARED`.
     pub fn put(&self, pa: PhysAddr) -> Result<(), PageStatus> {
-        let result = self
-            .locate(pa)
-            .ok_or(PageStatus::ENOTMANAGED)
-            .and_then(|(region, bit)| loop {
-                match refcount::put_unless_last(&region.slots[bit])? {
-                    Put::Done => return Ok(()),
-                    Put::Last => match self.release_if_sole(region, bit, None) {
-                        // A get raised the count meanwhile: drop again.
-                        Err(PageStatus::ESHARED) => {}
-                        released => return released,
-                    },
-                }
-            });
+        let result = self.managed(pa).and_then(|(region, bit)| loop {
+            match refcount::put_unless_last(&region.slots[bit])? {
+                Put::Done => return Ok(()),
+                Put::Last => match self.release_if_sole(region, bit, None) {
+                    // A get raised the count meanwhile: drop again.
+                    Err(PageStatus::ESHARED) => {}
+                    released => return released,
+                },
+            }
+        });
         self.checked(result, self.kva(pa))
     }
 
@@ -938,24 +940,21 @@ impl<H: Hooks> Allocator<H> {
     /// blocks of one reference each, each keeping the block's allocation
     /// site. Refused as [`Allocator::free`] refuses.
     pub fn split(&self, pa: PhysAddr) -> Result<(), PageStatus> {
-        let result = self
-            .locate(pa)
-            .ok_or(PageStatus::ENOTMANAGED)
-            .and_then(|(region, bit)| {
-                self.locked(|inner| match region.slot(bit) {
-                    Slot::Free { .. } | Slot::Cached => Err(PageStatus::ENOTALLOCATED),
-                    Slot::Interior(_) => Err(PageStatus::ENOTHEAD),
-                    Slot::Head(1) => {
-                        let pages = region.block_pages(bit);
-                        region.state.get(inner).spread_tag(bit, pages);
-                        for page in bit + 1..bit + pages {
-                            region.slots[page].store(1, Ordering::Release);
-                        }
-                        Ok(())
+        let result = self.managed(pa).and_then(|(region, bit)| {
+            self.locked(|inner| match region.slot(bit) {
+                Slot::Free { .. } | Slot::Cached => Err(PageStatus::ENOTALLOCATED),
+                Slot::Interior(_) => Err(PageStatus::ENOTHEAD),
+                Slot::Head(1) => {
+                    let pages = region.block_pages(bit);
+                    region.state.get(inner).spread_tag(bit, pages);
+                    for page in bit + 1..bit + pages {
+                        region.slots[page].store(1, Ordering::Release);
                     }
-                    Slot::Head(_) => Err(PageStatus::ESHARED),
-                })
-            });
+                    Ok(())
+                }
+                Slot::Head(_) => Err(PageStatus::ESHARED),
+            })
+        });
         self.checked(result, self.kva(pa))
     }
 
