@@ -210,7 +210,10 @@ impl<T: MagazineEntry> Magazine<T> {
         let held = &mut self.entries.as_mut()[..self.len];
         let index = held.iter().rposition(|entry| entry.as_ref().is_some_and(&matches))?;
         let entry = held[index];
-        held.copy_within(index + 1.., index);
+        if index + 1 < held.len() {
+            // Not for the latest entry, the usual one: no call to memmove.
+            held.copy_within(index + 1.., index);
+        }
         self.len -= 1;
         entry
     }
