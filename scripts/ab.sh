@@ -9,6 +9,10 @@
 #   scripts/ab.sh REV_A REV_B [pairs|drain] [ROUNDS] [REGIONS]
 #   e.g. scripts/ab.sh HEAD~1 HEAD pairs 6 3
 #
+# KPALLOC_AB_CACHES=off in the environment times kpalloc without its
+# per-CPU caches (every call takes the lock), as kernels without a
+# `cpu_id` hook run it.
+#
 # REV "." is the working tree as it is. The worktrees and builds stay in
 # target/ab (removed at the start of the next run).
 set -euo pipefail
@@ -44,7 +48,7 @@ build() {
 build a "$a"
 build b "$b"
 
-echo "A = $a, B = $b: $mode, $regions region(s)"
+echo "A = $a, B = $b: $mode, $regions region(s), caches ${KPALLOC_AB_CACHES:-on}"
 for round in $(seq "$rounds"); do
   for side in a b; do
     printf '%s  ' "$(echo $side | tr ab AB)"

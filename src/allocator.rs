@@ -640,7 +640,7 @@ impl<H: Hooks> Allocator<H> {
                 let (mut blocks, mut region_pages) = (0, 0);
                 let mut next = Some(first);
                 while let Some(entry) = next {
-                    state.release_unaccounted(region, entry.head().bit(), entry.pages(), false);
+                    state.release_unaccounted(region, entry.head().bit(), entry.pages());
                     blocks += 1;
                     region_pages += entry.pages();
                     next = entries.next_if(|entry| core::ptr::eq(entry.head().region, region));

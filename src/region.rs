@@ -192,25 +192,23 @@ impl RegionState {
     /// holding the poison pattern if `poisoned`.
     #[inline]
     pub(crate) fn release(&mut self, region: &Region, bit: usize, pages: usize, poisoned: bool) {
-        self.release_unaccounted(region, bit, pages, poisoned);
+        clear_slots(region, bit, pages, if poisoned { POISONED_FREE } else { 0 });
+        self.map.set(bit, pages, true);
         self.account_released(1, pages);
     }
 
-    /// [`RegionState::release`] but for the counts, which the caller brings
-    /// up to date with [`RegionState::account_released`]: a flush releases
-    /// many blocks of one region and counts them once.
+    /// [`RegionState::release`] of one of the blocks a flush releases
+    /// together, unpoisoned: the caller counts them once with
+    /// [`RegionState::account_released`], and a single page goes back
+    /// through [`FreeMap::free_one_of_many`].
     #[inline]
-    pub(crate) fn release_unaccounted(&mut self, region: &Region, bit: usize, pages: usize, poisoned: bool) {
-        let free = if poisoned { POISONED_FREE } else { 0 };
+    pub(crate) fn release_unaccounted(&mut self, region: &Region, bit: usize, pages: usize) {
+        clear_slots(region, bit, pages, 0);
         if pages == 1 {
-            // Most frees: one store, not the loop's set-up.
-            region.slots[bit].store(free, Ordering::Relaxed);
+            self.map.free_one_of_many(bit);
         } else {
-            for slot in &region.slots[bit..bit + pages] {
-                slot.store(free, Ordering::Relaxed);
-            }
+            self.map.set(bit, pages, true);
         }
-        self.map.set(bit, pages, true);
     }
 
     /// Counts `blocks` blocks of `pages` pages in all, released.
@@ -384,6 +382,20 @@ impl Region {
     #[inline]
     fn slot_after(&self, head: usize) -> u32 {
         self.slots.get(head + 1).map_or(0, |s| s.load(Ordering::Relaxed))
+    }
+}
+
+/// Stores `free` (a free slot, poisoned or not) in the slots of the
+/// `pages` pages from `bit`.
+#[inline]
+fn clear_slots(region: &Region, bit: usize, pages: usize, free: u32) {
+    if pages == 1 {
+        // Most frees: one store, not the loop's set-up.
+        region.slots[bit].store(free, Ordering::Relaxed);
+    } else {
+        for slot in &region.slots[bit..bit + pages] {
+            slot.store(free, Ordering::Relaxed);
+        }
     }
 }
 

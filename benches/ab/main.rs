@@ -1,5 +1,6 @@
 //! `kpalloc-ab pairs|drain [regions]`: one process's measurement for
-//! scripts/ab.sh. This machine's pace changes from second to second, and
+//! scripts/ab.sh; with `KPALLOC_AB_CACHES=off`, of kpalloc without per-CPU
+//! caches (no `cpu_id` hook: every call takes the lock). This machine's pace changes from second to second, and
 //! a slow stretch only adds time, so it prints the minimum and the tenth
 //! percentile over many short batches (pairs) or whole drains.
 
@@ -37,7 +38,10 @@ fn main() {
     assert!(!base.is_null());
     let config = PageConfig {
         phys_offset: base as u64,
-        cpu_id: Some(current_cpu),
+        cpu_id: match std::env::var("KPALLOC_AB_CACHES").as_deref() {
+            Ok("off") => None,
+            _ => Some(current_cpu),
+        },
         ..PageConfig::default()
     };
     // SAFETY: a valid config whose one hook lives for the program; the
