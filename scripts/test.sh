@@ -15,7 +15,10 @@
 #                drop-in, the header check, the demo, the installed-package
 #                consumer, the kernel link check and five QEMU boots;
 #   fuzz         fuzzing: differential against the model, then the per-CPU
-#                caches against their shadow, 45 s each.
+#                caches against their shadow, 45 s each;
+#   benches      the benchmarks build, and each scenario runs once on every
+#                allocator (the profile mode, no timing), as does the A/B
+#                harness.
 # Installs what is missing (scripts/setup.sh). Ends with "N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +47,19 @@ ctest_all() {
     (cd build && ctest --output-on-failure -j2)
 }
 
+# Not timed: it checks that the benchmarks build, and that every
+# scenario's setup and allocations succeed on every allocator (the benches
+# stop on a refusal), so that scripts/bench.sh and scripts/ab.sh keep
+# working.
+benches_smoke() {
+  local bench=(cargo bench --quiet --manifest-path benches/Cargo.toml)
+  "${bench[@]}" --no-run &&
+    for scenario in S1 S2 S2b S3 S4drain; do
+      KPALLOC_BENCH_PROFILE=$scenario "${bench[@]}" --bench table >/dev/null || return 1
+    done &&
+    cargo run --quiet --release --manifest-path benches/ab/Cargo.toml -- drain 2
+}
+
 layer "cargo test" cargo test --quiet
 layer "cargo test (32-bit)" cargo test --quiet --target i586-unknown-linux-gnu
 layer "loom" env RUSTFLAGS="--cfg loom" cargo test --quiet --release --lib --target-dir target/loom refcount
@@ -53,6 +69,7 @@ layer "miri" ./scripts/miri.sh --lib --test allocator --test c_abi --test rust_a
 layer "miri (32-bit)" ./scripts/miri.sh --target i686-unknown-linux-gnu --lib --test allocator --test c_abi
 layer "ctest" ctest_all
 layer "fuzz" ./scripts/fuzz.sh 45
+layer "benches" benches_smoke
 
 echo
 echo "layers: $passed passed, $failed failed"
