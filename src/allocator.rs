@@ -11,7 +11,7 @@ use spin::Mutex;
 use x86_64::PhysAddr;
 
 use crate::cache::{
-    is_cacheable_block, is_cached_block_length, AllHeld, CacheGuard, Cached, CachedBlock, CachedPage, CpuCaches,
+    is_cacheable_block, is_cached_block_length, CacheGuard, Cached, CachedBlock, CachedPage, CpuCaches, HeldMagazines,
     BATCH_PAGES,
 };
 use crate::message::{Message, TextWriter};
@@ -1092,9 +1092,17 @@ impl<H: Hooks> Allocator<H> {
         out.needed()
     }
 
-    /// A consistent snapshot of the counters.
+    /// A consistent snapshot of the counters. The lock keeps pages from
+    /// moving between the per-CPU caches and the bitmaps, but not between
+    /// callers and the caches: so it also holds the magazines while it
+    /// reads their counts (every one it can take within a few tries: one
+    /// that stays busy belongs to a call this one interrupted, or to a
+    /// flush or refill waiting for the lock). Read one after another while
+    /// a thread allocates and frees, the counts could add up to more pages
+    /// in use than it ever held.
     pub fn stats(&self) -> PageStats {
         let misuse_reports = self.misuse_reports.load(Ordering::Relaxed) as u64;
+        let _held = self.caches.map(CpuCaches::hold_available);
         let cached = |pool| self.caches.map_or(0, |caches| caches.cached_pages(pool));
         self.locked(|inner| {
             let (kernel_cached, user_cached) = (cached(Pool::Kernel), cached(Pool::User));
@@ -1128,7 +1136,7 @@ impl<H: Hooks> Allocator<H> {
     /// `Pfn(0)` for bad totals.
     // Not inlined: a frame of its own keeps page_check's stack small.
     #[inline(never)]
-    fn check_held(&self, caches: Option<&AllHeld>) -> Result<(), Pfn> {
+    fn check_held(&self, caches: Option<&HeldMagazines>) -> Result<(), Pfn> {
         self.locked(|inner| {
             let regions = self.regions();
             let (mut total, mut meta, mut used, mut cached) = (0, 0, 0, 0);
@@ -1164,7 +1172,7 @@ impl<H: Hooks> Allocator<H> {
     /// the first that is not, if one is not.
     // Not inlined: its iterators' state stays off check_held's frame.
     #[inline(never)]
-    fn pages_in_caches(caches: &AllHeld) -> Result<u64, Pfn> {
+    fn pages_in_caches(caches: &HeldMagazines) -> Result<u64, Pfn> {
         let mut pages_in_caches = 0;
         for (head, pages) in caches.blocks() {
             let region = head.region;

@@ -330,52 +330,67 @@ impl CpuCaches {
 
     /// Every magazine, held, waiting for each a bounded time: `None` if one
     /// stays held by someone else (as by a call interrupted on this CPU).
-    pub(crate) fn hold_all(&self) -> Option<AllHeld<'_>> {
-        let mut held = AllHeld {
-            caches: self,
-            page_magazines: 0,
-            block_magazines: 0,
-        };
-        held.page_magazines = self.hold_each::<CachedPage>()?;
-        held.block_magazines = self.hold_each::<CachedBlock>()?;
-        Some(held)
+    pub(crate) fn hold_all(&self) -> Option<HeldMagazines<'_>> {
+        // A cache operation holds its magazine for at most a refill or a
+        // flush (a few microseconds); 4096 pauses wait longer than that.
+        let held = self.hold(1 << 12);
+        (held.page_magazines == ALL_MAGAZINES && held.block_magazines == ALL_MAGAZINES).then_some(held)
     }
 
-    /// Holds every magazine of `T` in turn, waiting for each a bounded
-    /// time; returns how many it held, or releases them and returns `None`
-    /// if one stays held.
-    fn hold_each<T: Cached>(&self) -> Option<usize> {
-        for (index, (cpu, pool)) in Self::all().enumerate() {
+    /// Every magazine it can take within a few tries each (another CPU's
+    /// cache operation takes tens of nanoseconds), held. One that stays
+    /// busy is held by a call this one interrupted on its own CPU, which
+    /// cannot change it meanwhile, or by a flush or refill waiting for the
+    /// allocator's lock.
+    pub(crate) fn hold_available(&self) -> HeldMagazines<'_> {
+        self.hold(64)
+    }
+
+    /// Every magazine it can take in `attempts` tries each, held.
+    fn hold(&self, attempts: usize) -> HeldMagazines<'_> {
+        HeldMagazines {
+            caches: self,
+            page_magazines: self.hold_each::<CachedPage>(attempts),
+            block_magazines: self.hold_each::<CachedBlock>(attempts),
+        }
+    }
+
+    /// Takes each magazine of `T` in turn, in up to `attempts` tries; returns
+    /// the set of those it took.
+    fn hold_each<T: Cached>(&self, attempts: usize) -> Magazines {
+        Self::all().enumerate().fold(0, |held, (index, (cpu, pool))| {
             let magazine = &self.cache::<T>(cpu, pool).magazine;
-            // A cache operation holds its magazine for at most a refill or a
-            // flush (a few microseconds); 4096 pauses wait longer than that.
-            let held = (0..1 << 12).any(|_| {
+            let taken = (0..attempts).any(|_| {
                 core::hint::spin_loop();
                 magazine.try_hold()
             });
-            if !held {
-                self.release_first::<T>(index);
-                return None;
-            }
-        }
-        Some(2 * KPALLOC_MAX_CPUS)
+            held | Magazines::from(taken) << index
+        })
     }
 
-    /// Releases the first `count` magazines of `T` (in [`CpuCaches::all`]
-    /// order), held by [`CpuCaches::hold_each`].
-    fn release_first<T: Cached>(&self, count: usize) {
-        for (cpu, pool) in Self::all().take(count) {
+    /// The CPUs and pools of the magazines in `set`.
+    fn members(set: Magazines) -> impl Iterator<Item = (usize, Pool)> {
+        Self::all()
+            .enumerate()
+            .filter(move |(index, _)| set >> index & 1 != 0)
+            .map(|(_, member)| member)
+    }
+
+    /// Releases the magazines of `T` in `set`, held by
+    /// [`CpuCaches::hold_each`].
+    fn release<T: Cached>(&self, set: Magazines) {
+        for (cpu, pool) in Self::members(set) {
             // SAFETY: hold_each took it with try_hold, and no borrow from
-            // `held` outlives the AllHeld or failed hold that releases it.
+            // `held` outlives the HeldMagazines that releases it.
             unsafe { self.cache::<T>(cpu, pool).magazine.release_hold() };
         }
     }
 
-    /// The entries of the first `count` magazines of `T`, held.
-    fn held_entries<T: Cached>(&self, count: usize) -> impl Iterator<Item = T> + '_ {
-        Self::all().take(count).flat_map(|(cpu, pool)| {
-            // SAFETY: the caller holds the first `count` magazines (taken
-            // with try_hold) for as long as this borrow lives.
+    /// The entries of the magazines of `T` in `set`, held.
+    fn held_entries<T: Cached>(&self, set: Magazines) -> impl Iterator<Item = T> + '_ {
+        Self::members(set).flat_map(|(cpu, pool)| {
+            // SAFETY: the caller holds the magazines in `set` (taken with
+            // try_hold) for as long as this borrow lives.
             let magazine = unsafe { self.cache::<T>(cpu, pool).magazine.held() };
             magazine.entries()
         })
@@ -394,14 +409,25 @@ impl CpuCaches {
     }
 }
 
-/// Every magazine of a [`CpuCaches`], held until dropped.
-pub(crate) struct AllHeld<'c> {
+/// A set of the magazines of one kind: bit `i` for the `i`th CPU and pool
+/// of [`CpuCaches::all`].
+type Magazines = u64;
+/// Every magazine of one kind.
+const ALL_MAGAZINES: Magazines = Magazines::MAX >> (Magazines::BITS as usize - 2 * KPALLOC_MAX_CPUS);
+const _: () = assert!(
+    2 * KPALLOC_MAX_CPUS <= Magazines::BITS as usize,
+    "a bit per CPU and pool"
+);
+
+/// Magazines of a [`CpuCaches`] (every one, or those it could take),
+/// held until dropped.
+pub(crate) struct HeldMagazines<'c> {
     caches: &'c CpuCaches,
-    page_magazines: usize,
-    block_magazines: usize,
+    page_magazines: Magazines,
+    block_magazines: Magazines,
 }
 
-impl AllHeld<'_> {
+impl HeldMagazines<'_> {
     /// Every cached page or block: its head and its length.
     pub(crate) fn blocks(&self) -> impl Iterator<Item = (CachedPage, usize)> + '_ {
         let pages = self.caches.held_entries::<CachedPage>(self.page_magazines);
@@ -412,10 +438,10 @@ impl AllHeld<'_> {
     }
 }
 
-impl Drop for AllHeld<'_> {
+impl Drop for HeldMagazines<'_> {
     fn drop(&mut self) {
-        self.caches.release_first::<CachedPage>(self.page_magazines);
-        self.caches.release_first::<CachedBlock>(self.block_magazines);
+        self.caches.release::<CachedPage>(self.page_magazines);
+        self.caches.release::<CachedBlock>(self.block_magazines);
     }
 }
 
@@ -533,5 +559,27 @@ mod tests {
                 && caches.try_lock::<CachedBlock>(0, Pool::Kernel).is_some(),
             "a failed hold_all holds nothing"
         );
+    }
+
+    #[test]
+    fn hold_available_holds_every_magazine_but_a_busy_one() {
+        let caches = CpuCaches::new();
+        let mut busy = caches.try_lock::<CachedPage>(2, Pool::Kernel).unwrap();
+        let available = caches.hold_available();
+        assert!(caches.try_lock::<CachedPage>(5, Pool::User).is_none(), "held");
+        assert!(caches.try_lock::<CachedBlock>(2, Pool::Kernel).is_none(), "held");
+        busy.len = 1;
+        drop(busy);
+        assert_eq!(caches.cached_pages(Pool::Kernel), 1, "the busy one still changes");
+        let mut again = caches.try_lock::<CachedPage>(2, Pool::Kernel).expect("not held");
+        drop(available);
+        assert!(caches.try_lock::<CachedPage>(5, Pool::User).is_some(), "released");
+        assert!(
+            caches.try_lock::<CachedPage>(2, Pool::Kernel).is_none(),
+            "the busy one is not released by the hold that skipped it"
+        );
+        again.len = 0;
+        drop(again);
+        assert!(caches.hold_all().is_some());
     }
 }
