@@ -1096,8 +1096,9 @@ impl<H: Hooks> Allocator<H> {
     /// moving between the per-CPU caches and the bitmaps, but not between
     /// callers and the caches: so it also holds the magazines while it
     /// reads their counts (every one it can take within a few tries: one
-    /// that stays busy belongs to a call this one interrupted, or to a
-    /// flush or refill waiting for the lock). Read one after another while
+    /// that stays busy belongs to a call interrupted or preempted, which
+    /// cannot change it meanwhile, or to a flush or refill waiting for the
+    /// lock). Read one after another while
     /// a thread allocates and frees, the counts could add up to more pages
     /// in use than it ever held.
     pub fn stats(&self) -> PageStats {

@@ -339,9 +339,9 @@ impl CpuCaches {
 
     /// Every magazine it can take within a few tries each (another CPU's
     /// cache operation takes tens of nanoseconds), held. One that stays
-    /// busy is held by a call this one interrupted on its own CPU, which
-    /// cannot change it meanwhile, or by a flush or refill waiting for the
-    /// allocator's lock.
+    /// busy is held by a call interrupted (as by this one, on its own CPU)
+    /// or preempted, which cannot change it meanwhile, or by a flush or
+    /// refill waiting for the allocator's lock.
     pub(crate) fn hold_available(&self) -> HeldMagazines<'_> {
         self.hold(64)
     }

@@ -52,9 +52,9 @@ fn order_bits(word: u64) -> u8 {
 /// One bit per order: whether the aligned run of that order around bit
 /// `offset` is wholly free in `word`. Without a branch: the run of 2^k bits
 /// around `offset` holds a bit `b` exactly when `b ^ offset < 2^k`, so it
-/// misses the nearest used bits on both sides (and so every used bit) for
-/// every `k` up to the highest bit in which the nearer of them differs from
-/// `offset`.
+/// misses the nearest used bit on each side (and so every used bit) for
+/// every `k` up to the highest bit in which that used bit differs from
+/// `offset`, on both sides.
 #[inline]
 fn orders_free_around(word: u64, offset: usize) -> u8 {
     let used = !word;
@@ -67,6 +67,7 @@ fn orders_free_around(word: u64, offset: usize) -> u8 {
     let above = used & (u64::MAX << offset << 1);
     let nearest_above = above.trailing_zeros() as u64;
     let offset = offset as u64;
+    // The lower of the two highest differing bits, and at most order 6.
     let zeros = (nearest_below ^ offset)
         .leading_zeros()
         .max((nearest_above ^ offset).leading_zeros())
