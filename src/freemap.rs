@@ -339,8 +339,9 @@ impl<'m> FreeMap<'m> {
     /// takes 57 instructions a free where `order_bits` of the whole word
     /// took 68: 21.0 to 22.1 ns against 22.4 to 22.8. In `free_one` it
     /// slows the pairs without caches, whose next call waits for it, from
-    /// 28.4–28.7 to 29.5–29.9 ns.)
-    #[inline(never)]
+    /// 28.4–28.7 to 29.5–29.9 ns.) In line, in the flush's loop: 6
+    /// instructions fewer a free, and 20.1–20.5 ns against 20.7–22.3.
+    #[inline(always)]
     pub fn free_one_of_many(&mut self, bit: usize) {
         self.free_bit(bit, orders_free_around)
     }
