@@ -1098,9 +1098,8 @@ impl<H: Hooks> Allocator<H> {
     /// reads their counts (every one it can take within a few tries: one
     /// that stays busy belongs to a call interrupted or preempted, which
     /// cannot change it meanwhile, or to a flush or refill waiting for the
-    /// lock). Read one after another while
-    /// a thread allocates and frees, the counts could add up to more pages
-    /// in use than it ever held.
+    /// lock). Read one after another while a thread allocates and frees,
+    /// the counts could add up to more pages in use than it ever held.
     pub fn stats(&self) -> PageStats {
         let misuse_reports = self.misuse_reports.load(Ordering::Relaxed) as u64;
         let _held = self.caches.map(CpuCaches::hold_available);

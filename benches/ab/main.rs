@@ -1,8 +1,9 @@
 //! `kpalloc-ab pairs|drain [regions]`: one process's measurement for
 //! scripts/ab.sh; with `KPALLOC_AB_CACHES=off`, of kpalloc without per-CPU
-//! caches (no `cpu_id` hook: every call takes the lock). This machine's pace changes from second to second, and
-//! a slow stretch only adds time, so it prints the minimum and the tenth
-//! percentile over many short batches (pairs) or whole drains.
+//! caches (no `cpu_id` hook: every call takes the lock). This machine's
+//! pace changes from second to second, and a slow stretch only adds time,
+//! so it prints the minimum and the tenth percentile over many short
+//! batches (pairs) or whole drains.
 
 use std::hint::black_box;
 use std::time::Instant;
