@@ -11,8 +11,8 @@ use spin::Mutex;
 use x86_64::PhysAddr;
 
 use crate::cache::{
-    is_cacheable_block, is_cached_block_length, CacheGuard, Cached, CachedBlock, CachedPage, CpuCaches, HeldMagazines,
-    BATCH_PAGES,
+    is_cacheable_block, is_cached_block_length, CacheGuard, Cached, CachedBlock, CachedPage, CpuCache, CpuCaches,
+    HeldMagazines, BATCH_PAGES,
 };
 use crate::message::{Message, TextWriter};
 use crate::refcount::{self, Put};
@@ -573,15 +573,21 @@ impl<H: Hooks> Allocator<H> {
         })
     }
 
-    /// This CPU's cache of `T` for `pool`, if the caches are on, no
-    /// failures are scheduled, and no one holds it.
+    /// This CPU's caches, if they are on and no failures are scheduled.
     #[inline]
-    fn cache<T: Cached>(&self, pool: Pool) -> Option<CacheGuard<'static, T>> {
+    fn this_cpu(&self) -> Option<&'static CpuCache> {
         let caches = self.caches?;
         if self.faults_armed.load(Ordering::Relaxed) {
             return None;
         }
-        caches.try_lock(self.hooks.cpu_id(), pool)
+        Some(caches.of_cpu(self.hooks.cpu_id()))
+    }
+
+    /// This CPU's cache of `T` for `pool`, if the caches are on, no
+    /// failures are scheduled, and no one holds it.
+    #[inline]
+    fn cache<T: Cached>(&self, pool: Pool) -> Option<CacheGuard<'static, T>> {
+        self.this_cpu()?.try_lock(pool)
     }
 
     /// A page from this CPU's cache (refilled from the bitmaps if empty),
@@ -803,11 +809,40 @@ impl<H: Hooks> Allocator<H> {
         self.free_checked(pa, Some(pages))
     }
 
+    // In line, with the lookup: a call to it took 0.2 to 0.3 ns more a
+    // pair (`scripts/ab.sh`).
+    #[inline(always)]
     fn free_checked(&self, pa: PhysAddr, said_pages: Option<usize>) -> Result<(), PageStatus> {
+        let cpu = self.this_cpu();
         let result = self
-            .managed(pa)
-            .and_then(|(region, bit)| self.release_if_sole(region, bit, said_pages));
+            .locate_from(cpu, pa)
+            .ok_or(PageStatus::ENOTMANAGED)
+            .and_then(|(region, bit)| self.release_if_sole(region, bit, said_pages, cpu));
         self.checked(result, self.kva(pa))
+    }
+
+    /// [`Allocator::locate`] for a free on `cpu`, which looks first in the
+    /// region that CPU last freed to (most of a CPU's frees land in one
+    /// region): no search then, and that region's bounds are read before
+    /// the page's address is known. `scripts/ab.sh` on 2026-12-07: 15.5
+    /// against 16.6 ns a pair with one region, 15.6 against 17.1 with
+    /// seven, 18.6 to 18.9 against 20.0 to 20.7 a free in the random drain.
+    #[inline(always)]
+    fn locate_from(&self, cpu: Option<&CpuCache>, pa: PhysAddr) -> Option<(&'static Region, usize)> {
+        let Some(cpu) = cpu else {
+            return self.locate(pa);
+        };
+        let pfn = Pfn::at(pa.as_u64())?;
+        let table = self.table.load()?;
+        let last = &cpu.last_region;
+        if let Some(region) = table.regions.get(last.load(Ordering::Relaxed)) {
+            if let Ok(bit) = region.bit_of(pfn) {
+                return Some((region, bit));
+            }
+        }
+        let (index, region) = table.find_index(pfn)?;
+        last.store(index, Ordering::Relaxed);
+        Some((region, region.bit_of(pfn).ok()?))
     }
 
     /// Adds a reference to the block headed at `pa`. Lock-free.
@@ -827,7 +862,7 @@ impl<H: Hooks> Allocator<H> {
         let result = self.managed(pa).and_then(|(region, bit)| loop {
             match refcount::put_unless_last(&region.slots[bit])? {
                 Put::Done => return Ok(()),
-                Put::Last => match self.release_if_sole(region, bit, None) {
+                Put::Last => match self.release_if_sole(region, bit, None, self.this_cpu()) {
                     // A get raised the count meanwhile: drop again.
                     Err(PageStatus::ESHARED) => {}
                     released => return released,
@@ -845,8 +880,9 @@ impl<H: Hooks> Allocator<H> {
         region: &'static Region,
         bit: usize,
         said_pages: Option<usize>,
+        cpu: Option<&CpuCache>,
     ) -> Result<(), PageStatus> {
-        if let Some(released) = self.release_to_cache(region, bit, said_pages) {
+        if let Some(released) = cpu.and_then(|cpu| self.release_to_cache(region, bit, said_pages, cpu)) {
             return released;
         }
         self.locked(|inner| {
@@ -892,17 +928,17 @@ impl<H: Hooks> Allocator<H> {
         region: &'static Region,
         bit: usize,
         said_pages: Option<usize>,
+        cpu: &CpuCache,
     ) -> Option<Result<(), PageStatus>> {
-        self.caches?;
         let pages = region.block_pages(bit);
         if said_pages.is_some_and(|said| said != pages) {
             return None;
         }
         let head = CachedPage::new(region, bit);
         if pages == 1 {
-            self.release_into(head)
+            self.release_into(head, cpu)
         } else if is_cacheable_block(bit, pages) {
-            self.release_into(CachedBlock { head, pages })
+            self.release_into(CachedBlock { head, pages }, cpu)
         } else {
             None
         }
@@ -911,10 +947,10 @@ impl<H: Hooks> Allocator<H> {
     /// [`Allocator::release_to_cache`] of `entry` into this CPU's cache of
     /// its kind.
     #[inline]
-    fn release_into<T: Cached>(&self, entry: T) -> Option<Result<(), PageStatus>> {
+    fn release_into<T: Cached>(&self, entry: T, cpu: &CpuCache) -> Option<Result<(), PageStatus>> {
         let head = entry.head();
         let (region, bit) = (head.region, head.bit());
-        let mut cache = self.cache::<T>(region.pool)?;
+        let mut cache = cpu.try_lock::<T>(region.pool)?;
         let slot = &region.slots[bit];
         if let Err(status) = refcount::take_sole(slot, CACHED) {
             return Some(Err(status));

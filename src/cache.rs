@@ -20,7 +20,7 @@
 //! `check` sees each of them and every misuse check still holds.
 
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use crate::region::Region;
 use crate::sync::{OwnLines, TryLock, TryLockGuard};
@@ -239,6 +239,24 @@ impl<T: Cached> Cache<T> {
 pub(crate) struct CpuCache {
     pages: [Cache<CachedPage>; 2],
     blocks: [Cache<CachedBlock>; 2],
+    /// The index in the region table of the region this CPU last freed a
+    /// page to, where a free looks first: most frees on a CPU land in one
+    /// region. A guess, checked against the page each time, so a stale one
+    /// (a new table, a migrated thread, an earlier allocator's) only costs
+    /// the search.
+    pub(crate) last_region: AtomicUsize,
+}
+
+impl CpuCache {
+    /// This CPU's magazine of `T` for `pool`, unless someone holds it.
+    #[inline]
+    pub(crate) fn try_lock<T: Cached>(&self, pool: Pool) -> Option<CacheGuard<'_, T>> {
+        let cache = &T::caches(self)[pool as usize];
+        Some(CacheGuard {
+            magazine: cache.magazine.try_lock()?,
+            pages: &cache.pages,
+        })
+    }
 }
 
 /// The per-CPU page caches of one allocator: `KPALLOC_MAX_CPUS` CPUs, each
@@ -268,6 +286,7 @@ impl CpuCaches {
                 OwnLines(CpuCache {
                     pages: [Cache::new(), Cache::new()],
                     blocks: [Cache::new(), Cache::new()],
+                    last_region: AtomicUsize::new(0),
                 })
             }; KPALLOC_MAX_CPUS],
             claimed: AtomicBool::new(false),
@@ -300,18 +319,20 @@ impl CpuCaches {
             .count()
     }
 
+    /// CPU `cpu`'s caches (CPU numbers from `KPALLOC_MAX_CPUS` up share).
+    #[inline]
+    pub(crate) fn of_cpu(&self, cpu: usize) -> &CpuCache {
+        &self.cpus[cpu % KPALLOC_MAX_CPUS]
+    }
+
     fn cache<T: Cached>(&self, cpu: usize, pool: Pool) -> &Cache<T> {
-        &T::caches(&self.cpus[cpu % KPALLOC_MAX_CPUS])[pool as usize]
+        &T::caches(self.of_cpu(cpu))[pool as usize]
     }
 
     /// CPU `cpu`'s magazine of `T` for `pool`, unless someone holds it.
     #[inline]
     pub(crate) fn try_lock<T: Cached>(&self, cpu: usize, pool: Pool) -> Option<CacheGuard<'_, T>> {
-        let cache = self.cache(cpu, pool);
-        Some(CacheGuard {
-            magazine: cache.magazine.try_lock()?,
-            pages: &cache.pages,
-        })
+        self.of_cpu(cpu).try_lock(pool)
     }
 
     /// Every CPU and pool.

@@ -439,6 +439,12 @@ impl RegionTable {
     /// The region whose pages (metadata included) contain `pfn`.
     #[inline]
     pub(crate) fn find(&self, pfn: Pfn) -> Option<&'static Region> {
+        self.find_index(pfn).map(|(_, region)| region)
+    }
+
+    /// [`RegionTable::find`], with the region's index in the table.
+    #[inline]
+    pub(crate) fn find_index(&self, pfn: Pfn) -> Option<(usize, &'static Region)> {
         // With a few regions, count the starts at or below `pfn`: the
         // compares are independent and run side by side, where a binary
         // search makes each load wait for the one before (with two or
@@ -447,8 +453,9 @@ impl RegionTable {
             Some(starts) => count_at_or_below(starts, pfn),
             None => self.starts.partition_point(|&start| start <= pfn),
         };
-        let region = *self.regions.get(after.checked_sub(1)?)?;
-        (pfn < region.end).then_some(region)
+        let index = after.checked_sub(1)?;
+        let region = *self.regions.get(index)?;
+        (pfn < region.end).then_some((index, region))
     }
 }
 

@@ -894,6 +894,76 @@ fn scheduled_failures_fail_single_pages_even_with_pages_cached() {
 }
 
 #[test]
+fn a_free_finds_its_region_whichever_region_its_cpu_freed_to_last() {
+    // A free looks first in the region its CPU last freed to: every guess,
+    // right, wrong or out of date, must give the answer a search gives.
+    let memory = TestMemory::new(0x10_0000, 250);
+    let allocator = allocator_with_debug(&memory, 0);
+    memory.add(allocator, 100, 150, Pool::Kernel).unwrap();
+    memory.add(allocator, 200, 250, Pool::Kernel).unwrap();
+    let taken = |pages: &[u64]| {
+        for &page in pages {
+            allocator.alloc_at(memory.pa(page), 1, NONE).unwrap();
+        }
+    };
+    let refused = |page: u64, status: PageStatus| {
+        let before = allocator.stats();
+        assert_eq!(allocator.free(memory.pa(page)), Err(status), "page {page}");
+        assert_eq!(allocator.stats(), one_more_misuse(before), "page {page}");
+    };
+    on_cpu(0);
+    taken(&[110, 111, 210, 211, 212]);
+    // From the upper region to the lower one and back, on two CPUs.
+    allocator.free(memory.pa(210)).unwrap();
+    allocator.free(memory.pa(110)).unwrap();
+    on_cpu(1);
+    allocator.free(memory.pa(211)).unwrap();
+    on_cpu(0);
+    // CPU 0 last freed to the lower region: pages near it but not in it.
+    refused(100, PageStatus::ENOTMANAGED); // its metadata
+    refused(150, PageStatus::ENOTMANAGED); // past its end, in the gap
+    refused(200, PageStatus::ENOTMANAGED); // the other region's metadata
+    refused(110, PageStatus::ENOTALLOCATED); // freed just now
+    refused(249, PageStatus::ENOTALLOCATED); // never allocated
+                                             // A region below both: the table's indices move under each guess.
+    memory.add(allocator, 0, 50, Pool::Kernel).unwrap();
+    taken(&[10]);
+    allocator.free(memory.pa(111)).unwrap();
+    allocator.free(memory.pa(10)).unwrap();
+    on_cpu(1);
+    allocator.free(memory.pa(212)).unwrap();
+    assert_eq!(allocator.stats().used_pages, 0);
+    assert_eq!(allocator.check(), Ok(()));
+}
+
+#[test]
+fn a_last_region_left_by_an_earlier_allocator_is_only_a_wrong_guess() {
+    let caches: &'static CpuCaches = Box::leak(Box::new(CpuCaches::new()));
+    on_cpu(0);
+    // CPU 0 last frees to region 2 of three, then under an allocator with
+    // one region: a guess past the end of its table.
+    for regions in [3, 1] {
+        let memory = TestMemory::new(0x10_0000, 64 * regions);
+        let config = Config {
+            phys_offset: memory.phys_offset,
+            debug: 0,
+        };
+        let allocator = Allocator::with_cpu_caches(config, TestHooks, caches);
+        for region in 0..regions {
+            memory
+                .add(&allocator, region * 64, region * 64 + 64, Pool::Kernel)
+                .unwrap();
+        }
+        let last = memory.pa(regions * 64 - 1);
+        allocator.alloc_at(last, 1, NONE).unwrap();
+        assert_eq!(allocator.free(last), Ok(()), "{regions} regions");
+        assert_eq!(allocator.free(last), Err(PageStatus::ENOTALLOCATED));
+        assert_eq!(allocator.free(memory.pa(regions * 64)), Err(PageStatus::ENOTMANAGED));
+        assert_eq!(allocator.check(), Ok(()));
+    }
+}
+
+#[test]
 #[should_panic(expected = "already serve another allocator")]
 fn caches_serve_one_allocator_at_a_time() {
     let caches: &'static CpuCaches = Box::leak(Box::new(CpuCaches::new()));
