@@ -814,10 +814,10 @@ impl<H: Hooks> Allocator<H> {
     #[inline(always)]
     fn free_checked(&self, pa: PhysAddr, said_pages: Option<usize>) -> Result<(), PageStatus> {
         let cpu = self.this_cpu();
-        let result = self
-            .locate_from(cpu, pa)
-            .ok_or(PageStatus::ENOTMANAGED)
-            .and_then(|(region, bit)| self.release_if_sole(region, bit, said_pages, cpu));
+        let result = match self.locate_from(cpu, pa) {
+            Some((region, bit)) => self.release_if_sole(region, bit, said_pages, cpu),
+            None => Err(PageStatus::ENOTMANAGED),
+        };
         self.checked(result, self.kva(pa))
     }
 
@@ -875,6 +875,7 @@ impl<H: Hooks> Allocator<H> {
     /// Frees the block headed at `bit` if it has one reference; `ESHARED`
     /// if it has more, `EINVAL` if the caller said how long the block is
     /// and was wrong.
+    #[inline(always)]
     fn release_if_sole(
         &self,
         region: &'static Region,
@@ -885,6 +886,12 @@ impl<H: Hooks> Allocator<H> {
         if let Some(released) = cpu.and_then(|cpu| self.release_to_cache(region, bit, said_pages, cpu)) {
             return released;
         }
+        self.release_locked(region, bit, said_pages)
+    }
+
+    /// [`Allocator::release_if_sole`] under the lock.
+    #[inline(never)]
+    fn release_locked(&self, region: &'static Region, bit: usize, said_pages: Option<usize>) -> Result<(), PageStatus> {
         self.locked(|inner| {
             let slot = &region.slots[bit];
             match said_pages {
@@ -966,10 +973,18 @@ impl<H: Hooks> Allocator<H> {
             region.mark_cached(bit + 1, entry.pages() - 1);
         }
         if !cache.push(entry) {
-            self.flush(&mut cache, T::BATCH);
-            cache.push(entry);
+            self.flush_and_push(cache, entry);
         }
         Some(Ok(()))
+    }
+
+    /// Flushes the full magazine of `cache`, pushes `entry` and gives the
+    /// magazine back.
+    #[cold]
+    #[inline(never)]
+    fn flush_and_push<T: Cached>(&self, mut cache: CacheGuard<T>, entry: T) {
+        self.flush(&mut cache, T::BATCH);
+        cache.push(entry);
     }
 
     /// Turns the block headed at `pa` (one reference) into single-page
