@@ -937,24 +937,26 @@ impl<H: Hooks> Allocator<H> {
         said_pages: Option<usize>,
         cpu: &CpuCache,
     ) -> Option<Result<(), PageStatus>> {
-        let pages = region.block_pages(bit);
+        // The block's length is in the slot of the page after its head.
+        let next = region.slot_after(bit);
+        let pages = Slot::block_pages_before(next);
         if said_pages.is_some_and(|said| said != pages) {
             return None;
         }
         let head = CachedPage::new(region, bit);
         if pages == 1 {
-            self.release_into(head, cpu)
+            self.release_into(head, cpu, next)
         } else if is_cacheable_block(bit, pages) {
-            self.release_into(CachedBlock { head, pages }, cpu)
+            self.release_into(CachedBlock { head, pages }, cpu, next)
         } else {
             None
         }
     }
 
-    /// [`Allocator::release_to_cache`] of `entry` into this CPU's cache of
-    /// its kind.
+    /// [`Allocator::release_to_cache`] of `entry`, whose length was read
+    /// from `next`, into this CPU's cache of its kind.
     #[inline]
-    fn release_into<T: Cached>(&self, entry: T, cpu: &CpuCache) -> Option<Result<(), PageStatus>> {
+    fn release_into<T: Cached>(&self, entry: T, cpu: &CpuCache, next: u32) -> Option<Result<(), PageStatus>> {
         let head = entry.head();
         let (region, bit) = (head.region, head.bit());
         let mut cache = cpu.try_lock::<T>(region.pool)?;
@@ -962,10 +964,11 @@ impl<H: Hooks> Allocator<H> {
         if let Err(status) = refcount::take_sole(slot, CACHED) {
             return Some(Err(status));
         }
-        if region.block_pages(bit) != entry.pages() {
+        if region.slot_after(bit) != next {
             // Freed and reallocated with another length by someone else
-            // between the two looks (a misuse race): undo, and let the lock
-            // decide.
+            // between the two looks (a misuse race), or only a neighbour's
+            // count changed: undo, and let the lock decide. (The raw slot
+            // compared, not the length decoded again: 7 instructions.)
             slot.store(1, Ordering::Release);
             return None;
         }

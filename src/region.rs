@@ -380,7 +380,7 @@ impl Region {
 
     /// The raw slot of the page after `head` (free past the last).
     #[inline]
-    fn slot_after(&self, head: usize) -> u32 {
+    pub(crate) fn slot_after(&self, head: usize) -> u32 {
         self.slots.get(head + 1).map_or(0, |s| s.load(Ordering::Relaxed))
     }
 }
