@@ -310,10 +310,10 @@ impl<'m> FreeMap<'m> {
 
     /// Marks page `bit` free, alone: under the lock, which the next call
     /// waits for until this one's last step is done, so the test of the
-    /// orders stops at the first whose run around the page is not wholly
-    /// free (the frees of one page over and over, as the pairs without
-    /// per-CPU caches do, stop at the same order each time). Out of line:
-    /// in line, it makes its callers save registers for it.
+    /// orders (when [`FreeMap::free_bit`]'s one test says the page
+    /// completes one) stops at the first whose run around the page is not
+    /// wholly free. Out of line: in line, it makes its callers save
+    /// registers for it.
     #[inline(never)]
     fn free_one(&mut self, bit: usize) {
         self.free_bit(bit, |new, offset| {
