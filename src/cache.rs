@@ -248,10 +248,16 @@ pub(crate) struct CpuCache {
 }
 
 impl CpuCache {
+    /// This CPU's cache of `T` for `pool`.
+    #[inline]
+    fn cache<T: Cached>(&self, pool: Pool) -> &Cache<T> {
+        &T::caches(self)[pool as usize]
+    }
+
     /// This CPU's magazine of `T` for `pool`, unless someone holds it.
     #[inline]
     pub(crate) fn try_lock<T: Cached>(&self, pool: Pool) -> Option<CacheGuard<'_, T>> {
-        let cache = &T::caches(self)[pool as usize];
+        let cache = self.cache::<T>(pool);
         Some(CacheGuard {
             magazine: cache.magazine.try_lock()?,
             pages: &cache.pages,
@@ -326,7 +332,7 @@ impl CpuCaches {
     }
 
     fn cache<T: Cached>(&self, cpu: usize, pool: Pool) -> &Cache<T> {
-        &T::caches(self.of_cpu(cpu))[pool as usize]
+        self.of_cpu(cpu).cache(pool)
     }
 
     /// CPU `cpu`'s magazine of `T` for `pool`, unless someone holds it.
