@@ -932,7 +932,10 @@ impl<H: Hooks> Allocator<H> {
     /// single page or a block the caches hold, into this CPU's cache,
     /// without the allocator's lock; `None` where the locked path must
     /// decide (caches off or busy, another length, a wrong `said_pages`).
-    #[inline]
+    // In line in `page_free`, not called: no arguments to pass, no second
+    // frame (`scripts/ab.sh` on 2026-12-07: pairs 13.3 against 14.6 ns, the
+    // random drain 15.1 against 16.0 a free).
+    #[inline(always)]
     fn release_to_cache(
         &self,
         region: &'static Region,
