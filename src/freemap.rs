@@ -215,8 +215,11 @@ impl<'m> FreeMap<'m> {
         self.reads.get()
     }
 
+    /// Whether page `bit` is free: never past the bitmap's end.
     pub fn is_free(&self, bit: usize) -> bool {
-        self.words[bit / BITS] & (1 << (bit % BITS)) != 0
+        self.words
+            .get(bit / BITS)
+            .is_some_and(|word| word & (1 << (bit % BITS)) != 0)
     }
 
     /// Marks `count` pages from `start` free (`true`) or used.

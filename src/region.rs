@@ -539,9 +539,12 @@ impl RegionLayout {
         let words_at = align_up(table_starts_at + table_len * size_of::<Pfn>(), align_of::<u64>());
         let summary_at = words_at + words * size_of::<u64>();
         let slots_at = summary_at + summary_words * size_of::<u64>();
-        let slots = words * WORD_PAGES as usize;
+        let bits = words * WORD_PAGES as usize;
+        // One slot past the bitmap's last bit, always free: every page has
+        // a slot after it, where a cached free reads the block's length.
+        let slots = bits + 1;
         let tags_at = align_up(slots_at + slots * size_of::<AtomicU32>(), align_of::<Tag>());
-        let tags = if tracking { slots } else { 0 };
+        let tags = if tracking { bits } else { 0 };
         let meta_bytes = tags_at + tags * size_of::<Tag>();
         Ok(RegionLayout {
             start,
@@ -563,8 +566,9 @@ impl RegionLayout {
         })
     }
 
+    /// One per bitmap bit, and the free one after the last.
     pub(crate) fn slots(&self) -> usize {
-        self.words * WORD_PAGES as usize
+        self.words * WORD_PAGES as usize + 1
     }
 }
 

@@ -204,6 +204,27 @@ fn a_freed_single_page_stays_cached_and_its_cpu_gets_it_back_first() {
 }
 
 #[test]
+fn the_last_page_of_a_region_is_cached_as_any_other() {
+    // 128 pages: the region ends with a bitmap word, and the slot a cached
+    // free reads the block's length from is the one past the bitmap.
+    let (memory, allocator) = one_region(128);
+    let last = memory.pa(127);
+    assert_eq!(allocator.alloc_at(last, 1, NONE), Ok(()));
+    let before = allocator.stats();
+    assert_eq!(allocator.free(last), Ok(()));
+    let stats = allocator.stats();
+    assert_eq!(stats.cached_pages, before.cached_pages + 1);
+    assert_eq!((stats.free_pages, stats.used_pages), (before.free_pages + 1, 0));
+    assert_eq!(allocator.check(), Ok(()));
+    assert_eq!(allocator.free(last), Err(PageStatus::ENOTALLOCATED));
+    assert_eq!(allocator.stats(), one_more_misuse(stats));
+    assert_eq!(allocator.alloc(1, 1, NONE), Ok(last), "last in, first out");
+    assert_eq!(allocator.free_sized(last, 2), Err(PageStatus::EINVAL));
+    assert_eq!(allocator.free_sized(last, 1), Ok(()));
+    assert_eq!(allocator.check(), Ok(()));
+}
+
+#[test]
 fn a_refill_takes_what_is_free_and_another_cpu_takes_it_back_when_nothing_else_is() {
     // One usable page.
     let (memory, allocator) = one_region(2);
