@@ -594,9 +594,9 @@ impl<H: Hooks> Allocator<H> {
     }
 
     /// A page from this CPU's cache (refilled from the bitmaps if empty),
-    /// as a block with one reference.
-    #[inline]
-    fn take_cached(&self, pool: Pool) -> Option<PhysAddr> {
+    /// as a block with one reference. In line in `page_alloc` too.
+    #[inline(always)]
+    pub(crate) fn take_cached(&self, pool: Pool) -> Option<PhysAddr> {
         let mut cache = self.cache(pool)?;
         if cache.len() == 0 {
             self.refill(&mut cache, pool);
