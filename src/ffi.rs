@@ -214,21 +214,10 @@ pub unsafe extern "C" fn page_region_add(pa_start: u64, pa_end: u64, pool: u32) 
 /// Allocates `count` physically contiguous pages; see `page_alloc_aligned`.
 #[unsafe(no_mangle)]
 pub extern "C" fn page_alloc(count: usize, flags: u32) -> *mut c_void {
-    // The commonest call, one page without flags, straight from this CPU's
-    // cache, without the frame of `alloc_for_c`, which every request and
-    // outcome shares (`scripts/ab.sh` on 2026-12-07: pairs 10.9 against
-    // 13.0 ns; without caches 30.3 against 29.5, the price of this test).
-    // Whatever the cache cannot serve takes the general path, which tries
-    // the cache once more before the bitmaps.
-    if count != 1 || flags != 0 {
-        return page_alloc_aligned(count, 1, flags);
+    match (count, flags) {
+        (1, 0) => alloc_page(),
+        _ => alloc_any(count, 1, flags),
     }
-    if let Some(allocator) = installed() {
-        if let Some(pa) = allocator.take_cached(Pool::Kernel) {
-            return ptr::with_exposed_provenance_mut(allocator.kva(pa));
-        }
-    }
-    page_alloc_aligned(1, 1, 0)
 }
 
 /// `page_alloc(count, flags)` recording `tag` as the block's allocation
@@ -279,9 +268,40 @@ fn alloc_for_c(allocator: &Allocator<CHooks>, count: usize, align_pages: usize, 
 /// that is zero or not a power of two, or unknown flags (reported as
 /// `PAGE_EINVAL`), and before `page_init`. Interrupt-safe given the irq hooks.
 #[unsafe(no_mangle)]
-// Out of line: `page_alloc` jumps to it, and saves no registers for it.
-#[inline(never)]
 pub extern "C" fn page_alloc_aligned(count: usize, align_pages: usize, flags: u32) -> *mut c_void {
+    match (count, align_pages, flags) {
+        (1, 1, 0) => alloc_page(),
+        _ => alloc_any(count, align_pages, flags),
+    }
+}
+
+/// One page without flags, the commonest call: straight from this CPU's
+/// cache, without the frame of `alloc_for_c`, which every request and
+/// outcome shares (`scripts/ab.sh` on 2026-12-07: pairs 10.9 against 13.0
+/// ns; without caches 30.3 against 29.5, the price of the test). What the
+/// cache cannot serve takes the general path, which tries the cache once
+/// more before the bitmaps.
+#[inline(always)]
+fn alloc_page() -> *mut c_void {
+    if let Some(allocator) = installed() {
+        if let Some(pa) = allocator.take_cached(Pool::Kernel) {
+            return ptr::with_exposed_provenance_mut(allocator.kva(pa));
+        }
+    }
+    alloc_any_page()
+}
+
+/// `alloc_any(1, 1, 0)`, a call of its own: merged with the call for other
+/// requests, it would keep their arguments across the `cpu_id` hook.
+#[inline(never)]
+fn alloc_any_page() -> *mut c_void {
+    alloc_any(1, 1, 0)
+}
+
+/// `page_alloc_aligned` by the general path. Out of line: the cached path
+/// jumps to it, and saves no registers for it.
+#[inline(never)]
+fn alloc_any(count: usize, align_pages: usize, flags: u32) -> *mut c_void {
     let Some(allocator) = installed() else {
         return ptr::null_mut();
     };
