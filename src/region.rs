@@ -59,8 +59,8 @@ impl Slot {
         }
     }
 
-    /// Whether a page with slot `next` is an interior page of a block
-    /// (the one before it then heads a block longer than one page).
+    /// If a page with slot `next` is an interior page of a block, that
+    /// block's length (at least 2: the page before it heads the block).
     ///
     /// One comparison, not [`Slot::decode`]: its chain of tests branches on
     /// the next page's state, as random as the frees that ask (callgrind's
@@ -68,19 +68,15 @@ impl Slot {
     /// free with it, 0.80 without). Only a real block's interior slot is at
     /// least `INTERIOR | 2`.
     #[inline]
-    pub(crate) fn is_interior(next: u32) -> bool {
-        next >= INTERIOR | 2
+    pub(crate) fn interior_pages(next: u32) -> Option<usize> {
+        (next >= INTERIOR | 2).then_some((next & !INTERIOR) as usize)
     }
 
     /// Length of a block whose head is followed by a page with slot
     /// `next`: that page's interior length, else 1.
     #[inline]
     pub(crate) fn block_pages_before(next: u32) -> usize {
-        if Slot::is_interior(next) {
-            (next & !INTERIOR) as usize
-        } else {
-            1
-        }
+        Slot::interior_pages(next).unwrap_or(1)
     }
 
     pub(crate) fn interior(block_pages: usize) -> u32 {
@@ -609,7 +605,11 @@ mod tests {
                 _ => 1,
             };
             assert_eq!(Slot::block_pages_before(raw), decoded, "slot {raw:#x}");
-            assert_eq!(Slot::is_interior(raw), decoded > 1, "slot {raw:#x}");
+            assert_eq!(
+                Slot::interior_pages(raw),
+                (decoded > 1).then_some(decoded),
+                "slot {raw:#x}"
+            );
         }
     }
 
