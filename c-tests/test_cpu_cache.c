@@ -31,9 +31,11 @@ static uint64_t kernel_first, kernel_usable, user_usable;
 
 static _Thread_local uint32_t current_cpu;
 static _Thread_local int irq_depth;
+static _Thread_local long cpu_id_calls;
 static atomic_long irq_errors, misuse_under_lock, misuse_calls;
 
 static uint32_t test_cpu_id(void) {
+  cpu_id_calls++;
   return current_cpu;
 }
 
@@ -434,7 +436,11 @@ static void park_every_kernel_page_in_other_cpus_caches(void) {
 }
 
 static void true_exhaustion_is_enomem_and_counted(void) {
+  /* The fast path's miss goes to the bitmaps without asking the cache
+   * (and refilling from nothing) a second time. */
+  long calls_before = cpu_id_calls;
   EXPECT_ALLOC_ENOMEM(page_alloc(1, 0));
+  assert_int_equal(cpu_id_calls - calls_before, 1);
   EXPECT_ALLOC_ENOMEM(page_alloc(2, 0));
   EXPECT_ALLOC_ENOMEM(page_alloc(1, PAGE_ALLOC_ZERO));
   on_cpu(9);

@@ -447,6 +447,14 @@ impl<H: Hooks> Allocator<H> {
         self.finish_alloc(taken, count, flags, 0)
     }
 
+    /// One page without flags for a caller that has tried this CPU's cache
+    /// already (`page_alloc`'s fast path): from the bitmaps only, so that a
+    /// miss does not ask the cache (and refill it) twice.
+    pub(crate) fn alloc_page_searching(&self) -> Result<PhysAddr, PageStatus> {
+        let taken = self.take_searching(1, 1, AllocFlags::NONE, Tag::NONE);
+        self.finish_alloc(taken, 1, AllocFlags::NONE, 0)
+    }
+
     /// Allocates exactly the `count` pages from `pa` (to reserve firmware or
     /// kernel-image pages): `EBUSY` if one of them is in use; `ENOTMANAGED`
     /// if they are not all usable pages of one region; `EINVAL` for an

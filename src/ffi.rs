@@ -248,6 +248,11 @@ fn alloc_for_c(allocator: &Allocator<CHooks>, count: usize, align_pages: usize, 
         Some(flags) => allocator.alloc_tagged(count, align_pages, flags, tag),
         None => allocator.refuse_flags(count, flags, 0),
     };
+    block_pointer(allocator, result)
+}
+
+/// The kernel virtual address of an allocated block, or NULL.
+fn block_pointer(allocator: &Allocator<CHooks>, result: Result<PhysAddr, PageStatus>) -> *mut c_void {
     result.map_or(ptr::null_mut(), |pa| {
         ptr::with_exposed_provenance_mut(allocator.kva(pa))
     })
@@ -279,8 +284,7 @@ pub extern "C" fn page_alloc_aligned(count: usize, align_pages: usize, flags: u3
 /// cache, without the frame of `alloc_for_c`, which every request and
 /// outcome shares (`scripts/ab.sh` on 2026-12-07: pairs 10.9 against 13.0
 /// ns; without caches 30.3 against 29.5, the price of the test). What the
-/// cache cannot serve takes the general path, which tries the cache once
-/// more before the bitmaps.
+/// cache cannot serve comes from the bitmaps.
 #[inline(always)]
 fn alloc_page() -> *mut c_void {
     if let Some(allocator) = installed() {
@@ -288,14 +292,18 @@ fn alloc_page() -> *mut c_void {
             return ptr::with_exposed_provenance_mut(allocator.kva(pa));
         }
     }
-    alloc_any_page()
+    alloc_page_searching()
 }
 
-/// `alloc_any(1, 1, 0)`, a call of its own: merged with the call for other
-/// requests, it would keep their arguments across the `cpu_id` hook.
+/// One page without flags from the bitmaps, the cache tried already. Out
+/// of line, without arguments: the fast path keeps nothing across the
+/// `cpu_id` hook for it.
 #[inline(never)]
-fn alloc_any_page() -> *mut c_void {
-    alloc_any(1, 1, 0)
+fn alloc_page_searching() -> *mut c_void {
+    let Some(allocator) = installed() else {
+        return ptr::null_mut();
+    };
+    block_pointer(allocator, allocator.alloc_page_searching())
 }
 
 /// `page_alloc_aligned` by the general path. Out of line: the cached path
