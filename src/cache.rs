@@ -360,7 +360,7 @@ impl CpuCaches {
     pub(crate) fn hold_all(&self) -> Option<HeldMagazines<'_>> {
         // A cache operation holds its magazine for at most a refill or a
         // flush (a few microseconds); 4096 pauses wait longer than that.
-        let held = self.hold(1 << 12);
+        let held = self.hold(1 << 12, true);
         (held.page_magazines == ALL_MAGAZINES && held.block_magazines == ALL_MAGAZINES).then_some(held)
     }
 
@@ -370,29 +370,42 @@ impl CpuCaches {
     /// or preempted, which cannot change it meanwhile, or by a flush or
     /// refill waiting for the allocator's lock.
     pub(crate) fn hold_available(&self) -> HeldMagazines<'_> {
-        self.hold(64)
+        self.hold(64, false)
     }
 
-    /// Every magazine it can take in `attempts` tries each, held.
-    fn hold(&self, attempts: usize) -> HeldMagazines<'_> {
+    /// Every magazine it can take in `attempts` tries each, held; with
+    /// `all_or_none`, none after the first it cannot take (the caller gives
+    /// up then, and waits for no other busy one).
+    fn hold(&self, attempts: usize, all_or_none: bool) -> HeldMagazines<'_> {
+        let page_magazines = self.hold_each::<CachedPage>(attempts, all_or_none);
+        let block_magazines = match all_or_none && page_magazines != ALL_MAGAZINES {
+            true => 0,
+            false => self.hold_each::<CachedBlock>(attempts, all_or_none),
+        };
         HeldMagazines {
             caches: self,
-            page_magazines: self.hold_each::<CachedPage>(attempts),
-            block_magazines: self.hold_each::<CachedBlock>(attempts),
+            page_magazines,
+            block_magazines,
         }
     }
 
-    /// Takes each magazine of `T` in turn, in up to `attempts` tries; returns
-    /// the set of those it took.
-    fn hold_each<T: Cached>(&self, attempts: usize) -> Magazines {
-        Self::all().enumerate().fold(0, |held, (index, (cpu, pool))| {
+    /// Takes each magazine of `T` in turn, in up to `attempts` tries (with
+    /// `all_or_none`, up to the first it cannot take); returns the set of
+    /// those it took.
+    fn hold_each<T: Cached>(&self, attempts: usize, all_or_none: bool) -> Magazines {
+        let mut held = 0;
+        for (index, (cpu, pool)) in Self::all().enumerate() {
             let magazine = &self.cache::<T>(cpu, pool).magazine;
             let taken = (0..attempts).any(|_| {
                 core::hint::spin_loop();
                 magazine.try_hold()
             });
-            held | Magazines::from(taken) << index
-        })
+            if !taken && all_or_none {
+                break;
+            }
+            held |= Magazines::from(taken) << index;
+        }
+        held
     }
 
     /// The CPUs and pools of the magazines in `set`.
@@ -584,6 +597,17 @@ mod tests {
         assert!(
             caches.try_lock::<CachedPage>(0, Pool::Kernel).is_some()
                 && caches.try_lock::<CachedBlock>(0, Pool::Kernel).is_some(),
+            "a failed hold_all holds nothing"
+        );
+        // A busy magazine of single pages: hold_all gives up before the
+        // blocks' magazines, and releases what it took.
+        let guard = caches.try_lock::<CachedPage>(1, Pool::Kernel).unwrap();
+        assert!(caches.hold_all().is_none());
+        drop(guard);
+        assert!(
+            caches.try_lock::<CachedPage>(0, Pool::Kernel).is_some()
+                && caches.try_lock::<CachedPage>(5, Pool::User).is_some()
+                && caches.try_lock::<CachedBlock>(5, Pool::User).is_some(),
             "a failed hold_all holds nothing"
         );
     }
