@@ -89,4 +89,13 @@ if(BUILD_TESTING)
     COMMAND ${CARGO} test --quiet --manifest-path ${rust_kernel}
       --target-dir ${CMAKE_BINARY_DIR}/rust-kernel)
   set_tests_properties(rust_kernel_build rust_kernel_test PROPERTIES TIMEOUT 300)
+  # Without the `global` feature kpalloc defines none of its C symbols in
+  # the kernel's library: no `page_alloc` of kpalloc's to clash with the
+  # kernel's own.
+  set(rust_kernel_lib
+    ${CMAKE_BINARY_DIR}/rust-kernel/${KPALLOC_KERNEL_RUST_TARGET}/release/librust_kernel_example.a)
+  add_test(NAME rust_kernel_defines_no_c_symbol
+    COMMAND sh -c "nm --defined-only '${rust_kernel_lib}' > '${CMAKE_BINARY_DIR}/rust-kernel/symbols.txt' \
+      && ! grep -E ' [A-Z] (page_|kpalloc_)' '${CMAKE_BINARY_DIR}/rust-kernel/symbols.txt'")
+  set_tests_properties(rust_kernel_defines_no_c_symbol PROPERTIES DEPENDS rust_kernel_build)
 endif()

@@ -61,7 +61,13 @@ benches_smoke() {
     cargo run --quiet --release --manifest-path benches/ab/Cargo.toml -- drain 2
 }
 
-layer "cargo test" cargo test --quiet
+# Also the build a Rust kernel makes (no default features), warning-free:
+# dependencies' warnings do not show in the kernel's own build.
+cargo_test() {
+  cargo test --quiet && cargo clippy --quiet --lib --no-default-features -- -D warnings
+}
+
+layer "cargo test" cargo_test
 layer "cargo test (32-bit)" cargo test --quiet --target i586-unknown-linux-gnu
 layer "loom" env RUSTFLAGS="--cfg loom" cargo test --quiet --release --lib --target-dir target/loom refcount
 # Under Miri: the unit tests and the tests that drive the allocator and the

@@ -450,6 +450,7 @@ impl<H: Hooks> Allocator<H> {
     /// One page without flags for a caller that has tried this CPU's cache
     /// already (`page_alloc`'s fast path): from the bitmaps only, so that a
     /// miss does not ask the cache (and refill it) twice.
+    #[cfg(feature = "global")]
     pub(crate) fn alloc_page_searching(&self) -> Result<PhysAddr, PageStatus> {
         let taken = self.take_searching(1, 1, AllocFlags::NONE, Tag::NONE);
         self.finish_alloc(taken, 1, AllocFlags::NONE, 0)
@@ -759,6 +760,7 @@ impl<H: Hooks> Allocator<H> {
 
     /// Refuses an allocation whose flags have unknown bits (`EINVAL`),
     /// still honouring `PAGE_ALLOC_ASSERT` among them.
+    #[cfg(feature = "global")]
     pub(crate) fn refuse_flags<T>(&self, count: usize, flags: u32, addr: usize) -> Result<T, PageStatus> {
         let refused = self.report(PageStatus::EINVAL, addr);
         if flags & AllocFlags::ASSERT.bits() != 0 {
@@ -1451,6 +1453,7 @@ mod tests {
     #[test]
     fn the_lock_shares_no_cache_line_with_what_lock_free_calls_read() {
         assert_lock_apart::<NoHooks>();
+        #[cfg(feature = "global")]
         assert_lock_apart::<crate::ffi::CHooks>();
     }
 }

@@ -23,9 +23,13 @@
 //!
 //! Features: `std` (default) for hosted use; a Rust kernel depends on
 //! kpalloc with `default-features = false`, and its own panic handler
-//! runs. `panic-handler` gives the C static library (built without std) a
-//! handler that calls the kernel's `panic` hook; `header` (default)
-//! regenerates `include/kpalloc.h`.
+//! runs. `global` (default) is the allocator `page_init` installs: the C
+//! ABI, whose `#[no_mangle]` `page_*` functions a kernel that embeds its
+//! own [`Allocator`] leaves out of its binary by leaving `global` off, and
+//! the RAII types over it ([`Page`], [`ContigPages`], `Frames::global`).
+//! `panic-handler` gives the C static library (built without std) a
+//! handler that calls the kernel's `panic` hook, and implies `global`;
+//! `header` (default) regenerates `include/kpalloc.h`.
 //!
 //! The core (`freemap`, `region`, [`allocator`]) is safe Rust; raw memory
 //! is touched only in `raw`, the C ABI lives in [`ffi`], the lock-guarded
@@ -39,9 +43,12 @@ extern crate std;
 
 pub mod allocator;
 mod cache;
+#[cfg(feature = "global")]
 pub mod ffi;
+mod frames;
 mod freemap;
 mod message;
+#[cfg(feature = "global")]
 mod pages;
 mod raw;
 mod refcount;
@@ -53,8 +60,11 @@ pub mod types;
 
 pub use allocator::{Allocator, Config, Hooks, LiveBlock, NoHooks, PageStats};
 pub use cache::CpuCaches;
+#[cfg(feature = "global")]
 pub use ffi::{global, CHooks, PageConfig, PageLiveBlock};
-pub use pages::{ContigPages, Frames, Page, PageRef, SplitPages};
+pub use frames::Frames;
+#[cfg(feature = "global")]
+pub use pages::{ContigPages, Page, PageRef, SplitPages};
 pub use status::PageStatus;
 pub use tag::Tag;
 pub use types::{AllocFlags, Pfn, Pool, KPALLOC_PAGE_SIZE};

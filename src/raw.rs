@@ -148,6 +148,7 @@ pub(crate) unsafe fn block_bytes<'a>(kva: usize, bytes: usize) -> &'a [u8] {
 /// # Safety
 /// As [`block_bytes`], and no other reference to the bytes may exist while
 /// the slice lives.
+#[cfg(feature = "global")]
 pub(crate) unsafe fn block_bytes_mut<'a>(kva: usize, bytes: usize) -> &'a mut [u8] {
     // SAFETY: per this function's contract.
     unsafe { slice::from_raw_parts_mut(pointer::<u8>(kva), bytes) }

@@ -31,6 +31,7 @@ pub const PAGE_DEBUG_POISON: u32 = 1;
 /// `page_for_each_live`. Costs 16 bytes of metadata per page, only when on.
 pub const PAGE_DEBUG_TRACK: u32 = 2;
 /// All debug flags this version knows.
+#[cfg(feature = "global")]
 pub(crate) const PAGE_DEBUG_ALL: u32 = PAGE_DEBUG_POISON | PAGE_DEBUG_TRACK;
 
 /// CPUs with a page cache of their own when `page_config.cpu_id` is set;
