@@ -27,3 +27,8 @@ for target in x86_64-unknown-none i586-unknown-linux-gnu; do
     rustup target add "$target"
   fi
 done
+# scripts/test.sh lints the build a Rust kernel makes with clippy.
+if ! cargo clippy --version >/dev/null 2>&1; then
+  echo "setup: adding clippy"
+  rustup component add clippy
+fi
