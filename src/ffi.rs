@@ -253,9 +253,13 @@ fn alloc_for_c(allocator: &Allocator<CHooks>, count: usize, align_pages: usize, 
 
 /// The kernel virtual address of an allocated block, or NULL.
 fn block_pointer(allocator: &Allocator<CHooks>, result: Result<PhysAddr, PageStatus>) -> *mut c_void {
-    result.map_or(ptr::null_mut(), |pa| {
-        ptr::with_exposed_provenance_mut(allocator.kva(pa))
-    })
+    result.map_or(ptr::null_mut(), |pa| block_address(allocator, pa))
+}
+
+/// The kernel virtual address of the block at `pa`, as C receives it.
+#[inline]
+fn block_address(allocator: &Allocator<CHooks>, pa: PhysAddr) -> *mut c_void {
+    ptr::with_exposed_provenance_mut(allocator.kva(pa))
 }
 
 /// Allocates `count` physically contiguous pages whose first physical page
@@ -289,7 +293,7 @@ pub extern "C" fn page_alloc_aligned(count: usize, align_pages: usize, flags: u3
 fn alloc_page() -> *mut c_void {
     if let Some(allocator) = installed() {
         if let Some(pa) = allocator.take_cached(Pool::Kernel) {
-            return ptr::with_exposed_provenance_mut(allocator.kva(pa));
+            return block_address(allocator, pa);
         }
     }
     alloc_page_searching()
@@ -559,7 +563,7 @@ pub unsafe extern "C" fn page_for_each_live(
     };
     allocator.for_each_live(|block: &LiveBlock| {
         let block = PageLiveBlock {
-            addr: ptr::with_exposed_provenance_mut(allocator.kva(block.pa)),
+            addr: block_address(allocator, block.pa),
             pa: block.pa.as_u64(),
             pages: block.pages,
             refcount: block.refcount,
