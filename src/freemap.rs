@@ -366,8 +366,11 @@ impl<'m> FreeMap<'m> {
         let new = self.words[word] | 1 << offset;
         self.words[word] = new;
         let cached = self.cached_orders(word);
-        let first_missing = ((!cached).trailing_zeros() as usize).min(ORDERS - 1);
-        let run = run_around(first_missing, offset);
+        // Without a gap, the word's orders below 6 read as a number are
+        // the length of its first missing order's run (at most 64) less
+        // one.
+        let below = (cached & 0x3F) as usize;
+        let run = u64::MAX >> (BITS - 1 - below) << (offset & !below);
         if new & run != run {
             return;
         }
