@@ -649,7 +649,7 @@ impl<H: Hooks> Allocator<H> {
         let count = count.min(cache.len());
         self.locked(|inner| {
             let mut pages = 0;
-            let mut entries = cache.entries().take(count).peekable();
+            let mut entries = cache.oldest(count).peekable();
             while let Some(first) = entries.next() {
                 // The entries of one region in a row (most flushes: all of
                 // them) are released, then counted, together.

@@ -194,7 +194,12 @@ impl<T: MagazineEntry> Magazine<T> {
 
     /// The cached entries, oldest first.
     pub(crate) fn entries(&self) -> impl Iterator<Item = T> + '_ {
-        self.entries.as_ref()[..self.len].iter().flatten().copied()
+        self.oldest(self.len)
+    }
+
+    /// The `count` oldest cached entries (all, if fewer), oldest first.
+    pub(crate) fn oldest(&self, count: usize) -> impl Iterator<Item = T> + '_ {
+        self.entries.as_ref()[..count.min(self.len)].iter().flatten().copied()
     }
 
     /// Drops the `count` oldest entries (the caller has given them back).
