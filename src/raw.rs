@@ -1,6 +1,8 @@
-//! The raw-memory edge: the only code that turns addresses into pointers.
-//! It carves a region's metadata out of the region's first pages, fills
-//! pages, and stops the machine when there is nothing else to do.
+//! The raw-memory edge: it carves a region's metadata out of the region's
+//! first pages, fills pages, views a block's bytes, and stops the machine
+//! when there is nothing else to do. Elsewhere, only the C ABI turns
+//! addresses into the pointers it hands back (`src/ffi.rs`), and a tag
+//! reads its static text (`src/tag.rs`).
 
 use core::mem::size_of;
 use core::ptr;
