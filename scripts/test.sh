@@ -62,9 +62,12 @@ benches_smoke() {
 }
 
 # Also the build a Rust kernel makes (no default features), warning-free:
-# dependencies' warnings do not show in the kernel's own build.
+# dependencies' warnings do not show in the kernel's own build. And the API
+# docs of both builds, without a broken link.
 cargo_test() {
-  cargo test --quiet && cargo clippy --quiet --lib --no-default-features -- -D warnings
+  cargo test --quiet && cargo clippy --quiet --lib --no-default-features -- -D warnings &&
+    RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps &&
+    RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --no-default-features
 }
 
 layer "cargo test" cargo_test

@@ -31,11 +31,14 @@
 //! handler that calls the kernel's `panic` hook, and implies `global`;
 //! `header` (default) regenerates `include/kpalloc.h`.
 //!
-//! The core (`freemap`, `region`, [`allocator`]) is safe Rust; raw memory
-//! is touched only in `raw`, the C ABI lives in [`ffi`], the lock-guarded
-//! metadata cell in `sync`.
+//! The core (`freemap`, `region`, [`allocator`]) is safe Rust; metadata is
+//! carved out of raw memory and pages are filled only in `raw`, the C ABI
+//! lives in [`ffi`], the lock-guarded metadata cell in `sync`.
 
 #![no_std]
+// Without `global`, the links above to `Page`, `ContigPages` and `ffi` have
+// nothing to point at: they show as plain code.
+#![cfg_attr(not(feature = "global"), allow(rustdoc::broken_intra_doc_links))]
 #![warn(missing_docs)]
 
 #[cfg(feature = "std")]
