@@ -366,10 +366,10 @@ impl<'m> FreeMap<'m> {
         let new = self.words[word] | 1 << offset;
         self.words[word] = new;
         let cached = self.cached_orders(word);
-        // Without a gap, the word's orders below 6 read as a number are
-        // the length of its first missing order's run (at most 64) less
-        // one.
-        let below = (cached & 0x3F) as usize;
+        // Without a gap, the word's orders below the last read as a
+        // number are the length of its first missing order's run (at most
+        // a word) less one.
+        let below = (cached & ((1 << (ORDERS - 1)) - 1)) as usize;
         let run = u64::MAX >> (BITS - 1 - below) << (offset & !below);
         if new & run != run {
             return;
