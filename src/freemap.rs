@@ -370,7 +370,7 @@ impl<'m> FreeMap<'m> {
         // number are the length of its first missing order's run (at most
         // a word) less one.
         let below = (cached & ((1 << (ORDERS - 1)) - 1)) as usize;
-        let run = u64::MAX >> (BITS - 1 - below) << (offset & !below);
+        let run = run_of_size_around(below + 1, offset);
         if new & run != run {
             return;
         }
@@ -729,7 +729,13 @@ impl<'m> FreeMap<'m> {
 /// The bits of the aligned run of 2^`order` pages that holds bit `offset`.
 #[inline]
 fn run_around(order: usize, offset: usize) -> u64 {
-    let size = 1 << order;
+    run_of_size_around(1 << order, offset)
+}
+
+/// The bits of the aligned run of `size` pages (a power of two, at most a
+/// word) that holds bit `offset`.
+#[inline]
+fn run_of_size_around(size: usize, offset: usize) -> u64 {
     u64::MAX >> (BITS - size) << (offset & !(size - 1))
 }
 
