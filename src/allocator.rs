@@ -1315,8 +1315,6 @@ pub(crate) fn region_report_addr(start: u64) -> usize {
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
-
     use super::*;
     use crate::types::PAGE_REFCOUNT_MAX;
 
@@ -1325,10 +1323,7 @@ mod tests {
     /// address and never wraps: Miri on a 32-bit target hands out
     /// addresses below 1 MiB).
     fn allocator_over_a_buffer<H: Hooks>(hooks: H) -> Allocator<H> {
-        let layout = std::alloc::Layout::from_size_align(16 * KPALLOC_PAGE_SIZE, KPALLOC_PAGE_SIZE).unwrap();
-        #[allow(unsafe_code)]
-        // SAFETY: a fresh, leaked allocation of the layout's size.
-        let memory = unsafe { std::alloc::alloc_zeroed(layout) };
+        let (memory, _) = crate::test_ram::boot_ram(0, 16 * KPALLOC_PAGE_SIZE as u64);
         let allocator = Allocator::new(
             Config {
                 phys_offset: memory.expose_provenance() as u64,

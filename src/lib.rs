@@ -41,7 +41,7 @@
 #![cfg_attr(not(feature = "global"), allow(rustdoc::broken_intra_doc_links))]
 #![warn(missing_docs)]
 
-#[cfg(feature = "std")]
+#[cfg(any(test, feature = "std"))]
 extern crate std;
 
 pub mod allocator;
@@ -59,6 +59,10 @@ mod region;
 pub mod status;
 mod sync;
 mod tag;
+/// The tests' stand-in for RAM: one rule with the integration tests.
+#[cfg(test)]
+#[path = "../tests/common/placement.rs"]
+mod test_ram;
 pub mod types;
 
 pub use allocator::{Allocator, Config, Hooks, LiveBlock, NoHooks, PageStats};

@@ -129,8 +129,6 @@ pub(crate) fn take_sole(slot: &impl SlotCell, freed: u32) -> Result<(), PageStat
 
 #[cfg(all(test, loom))]
 mod loom_tests {
-    extern crate std;
-
     use super::*;
     use loom::sync::atomic::AtomicU32;
     use loom::sync::{Arc, Mutex};

@@ -2,15 +2,13 @@
 //! buffer whose first byte is physical address `phys_base`.
 #![allow(dead_code)]
 
-use std::alloc::{alloc_zeroed, Layout};
-
 use kpalloc::{Allocator, Config, NoHooks, Pool};
 use x86_64::PhysAddr;
 
 pub const PAGE: u64 = 4096;
 
 mod placement;
-pub use placement::buffer_align;
+pub use placement::boot_ram;
 
 pub struct TestMemory {
     pub phys_base: u64,
@@ -22,10 +20,8 @@ impl TestMemory {
     /// `pages` pages standing for physical memory from `phys_base`.
     pub fn new(phys_base: u64, pages: u64) -> Self {
         let bytes = pages * PAGE;
-        let layout = Layout::from_size_align(bytes as usize, buffer_align(phys_base, bytes)).unwrap();
         // Leaked: regions belong to their allocator for the rest of the program.
-        let buffer = unsafe { alloc_zeroed(layout) };
-        assert!(!buffer.is_null());
+        let (buffer, _) = boot_ram(phys_base, bytes);
         let addr = buffer.expose_provenance() as u64;
         TestMemory {
             phys_base,

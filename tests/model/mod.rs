@@ -14,7 +14,7 @@
 //! usable page, at most about 4.2 bytes per page plus a header).
 #![allow(dead_code)]
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::alloc::{dealloc, Layout};
 use std::fmt::Write as _;
 
 use kpalloc::{AllocFlags, Allocator, Config, NoHooks, PageStats, PageStatus, Pool};
@@ -24,7 +24,7 @@ pub const PAGE: u64 = 4096;
 
 #[path = "../common/placement.rs"]
 mod placement;
-use placement::buffer_align;
+use placement::boot_ram;
 /// First frame at 4 GiB: DMA32 blocks end at or below it.
 pub const DMA32_PFN: u64 = 1 << 20;
 /// Longest block (the refcount/length slot's limit).
@@ -45,11 +45,7 @@ pub struct FakeMemory {
 impl FakeMemory {
     pub fn new(phys_base: u64, pages: u64) -> Self {
         assert!(phys_base % PAGE == 0 && pages > 0);
-        let align = buffer_align(phys_base, pages * PAGE);
-        let layout = Layout::from_size_align((pages * PAGE) as usize, align).unwrap();
-        // SAFETY: non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        assert!(!ptr.is_null());
+        let (ptr, layout) = boot_ram(phys_base, pages * PAGE);
         let addr = ptr.expose_provenance() as u64;
         FakeMemory {
             ptr,
