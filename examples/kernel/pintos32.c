@@ -92,6 +92,10 @@ size_t palloc_platform(page_config *cfg, struct palloc_region *regions, size_t m
 		uint64_t start = e->addr > kernel_end ? e->addr : kernel_end;
 		uint64_t stop = e->addr + e->len < MAPPED_BYTES ? e->addr + e->len : MAPPED_BYTES;
 		if (e->type == 1 && stop > start) {
+			/* RAM holds whatever was there before, but QEMU's starts
+			 * zeroed: a pattern over all of it, so that a read of
+			 * metadata kpalloc had not written would show. */
+			memset(ptov(start), 0xa5, stop - start);
 			regions[count].start = start;
 			regions[count].end = stop;
 			count++;
