@@ -161,7 +161,7 @@ impl Setup {
             pa,
             pages,
             front,
-            free: Vec::from([front..pages]),
+            free: std::iter::once(front..pages).collect(),
         }
     }
 
@@ -189,7 +189,7 @@ impl Setup {
             pa,
             pages,
             front,
-            free: Vec::from([first_free..pages]),
+            free: std::iter::once(first_free..pages).collect(),
         }
     }
 
