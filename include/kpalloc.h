@@ -341,16 +341,6 @@ typedef struct page_live_block {
   size_t tag_len;
 } page_live_block;
 
-
-
-
-
-
-
-
-
-
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

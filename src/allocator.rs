@@ -20,7 +20,7 @@ use crate::region::{Region, RegionLayout, RegionTable, Slot, CACHED, MAX_BLOCK_P
 use crate::status::PageStatus;
 use crate::sync::{LockToken, OwnLines, Published};
 use crate::tag::Tag;
-use crate::types::{AllocFlags, Pfn, Pool, KPALLOC_PAGE_SIZE, PAGE_DEBUG_POISON, PAGE_DEBUG_TRACK};
+use crate::types::{AllocFlags, DebugFlags, Pfn, Pool, KPALLOC_PAGE_SIZE};
 
 /// First frame at or above 4 GiB: `PAGE_ALLOC_DMA32` blocks end below it.
 const DMA32_LIMIT: Pfn = Pfn::containing(1 << 32);
@@ -162,9 +162,8 @@ pub struct LiveBlock {
 pub struct Config {
     /// Kernel virtual address = physical address + `phys_offset`.
     pub phys_offset: u64,
-    /// `PAGE_DEBUG_*` bits (unknown ones are ignored here; `page_init`
-    /// refuses them).
-    pub debug: u32,
+    /// Debug modes (`PAGE_DEBUG_*`).
+    pub debug: DebugFlags,
 }
 
 /// Byte written over freed pages under `PAGE_DEBUG_POISON`.
@@ -291,7 +290,7 @@ impl<H: Hooks> Allocator<H> {
     }
 
     fn with_caches(config: Config, hooks: H, caches: Option<&'static CpuCaches>) -> Self {
-        let caches = caches.filter(|_| config.debug & (PAGE_DEBUG_POISON | PAGE_DEBUG_TRACK) == 0);
+        let caches = caches.filter(|_| !config.debug.intersects(DebugFlags::POISON | DebugFlags::TRACK));
         if let Some(caches) = caches {
             assert!(
                 caches.claim(),
@@ -404,7 +403,7 @@ impl<H: Hooks> Allocator<H> {
             if old.iter().any(|r| r.start < last && first < r.end) {
                 return Err(PageStatus::EOVERLAP);
             }
-            let tracking = self.config.debug & PAGE_DEBUG_TRACK != 0;
+            let tracking = self.config.debug.contains(DebugFlags::TRACK);
             let layout = RegionLayout::new(first, last, old.len() + 1, tracking)?;
             // SAFETY: the caller vouches for the whole range; the metadata is
             // its first pages, and no region overlaps it.
@@ -474,7 +473,7 @@ impl<H: Hooks> Allocator<H> {
 
     /// Whether blocks record their allocation sites (`PAGE_DEBUG_TRACK`).
     pub fn tracking(&self) -> bool {
-        self.config.debug & PAGE_DEBUG_TRACK != 0
+        self.config.debug.contains(DebugFlags::TRACK)
     }
 
     /// Outside the lock: reports a poison mismatch and zero-fills a new
@@ -743,7 +742,7 @@ impl<H: Hooks> Allocator<H> {
     /// With `PAGE_DEBUG_POISON`: the first poisoned page of the free run
     /// whose pattern was overwritten since it was freed.
     fn find_overwritten(&self, region: &Region, bit: usize, count: usize) -> Option<PhysAddr> {
-        if self.config.debug & PAGE_DEBUG_POISON == 0 {
+        if !self.config.debug.contains(DebugFlags::POISON) {
             return None;
         }
         (bit..bit + count)
@@ -919,7 +918,7 @@ impl<H: Hooks> Allocator<H> {
                 ),
             }?;
             let pages = region.block_pages(bit);
-            let poison = self.config.debug & PAGE_DEBUG_POISON != 0;
+            let poison = self.config.debug.contains(DebugFlags::POISON);
             if poison {
                 #[allow(unsafe_code)]
                 // SAFETY: the block's last reference is gone and its pages
@@ -1327,7 +1326,7 @@ mod tests {
         let allocator = Allocator::new(
             Config {
                 phys_offset: memory.expose_provenance() as u64,
-                debug: 0,
+                debug: DebugFlags::NONE,
             },
             hooks,
         );
@@ -1342,7 +1341,7 @@ mod tests {
         let allocator = Allocator::new(
             Config {
                 phys_offset: 0x1000,
-                debug: 0,
+                debug: DebugFlags::NONE,
             },
             NoHooks,
         );

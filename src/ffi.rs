@@ -15,7 +15,7 @@ use crate::allocator::{Allocator, Config, Hooks, PageStats};
 use crate::cache::CpuCaches;
 use crate::status::PageStatus;
 use crate::tag::Tag;
-use crate::types::{AllocFlags, Pool};
+use crate::types::{AllocFlags, DebugFlags, Pool};
 
 /// How the kernel sets kpalloc up; passed to `page_init`. A zeroed
 /// `page_config` (or NULL) means: physical = virtual, no hooks.
@@ -149,16 +149,16 @@ pub unsafe extern "C" fn page_init(cfg: *const PageConfig) -> PageStatus {
     // SAFETY: the caller passes NULL or a valid config.
     let config = unsafe { cfg.as_ref() }.copied().unwrap_or_default();
     let hooks = CHooks { config };
-    if config.debug & !crate::types::PAGE_DEBUG_ALL != 0 {
+    let Some(debug) = DebugFlags::from_bits(config.debug) else {
         hooks.on_misuse(PageStatus::EINVAL, cfg.addr());
         return PageStatus::EINVAL;
-    }
+    };
     let mut made = false;
     let allocator = GLOBAL.call_once(|| {
         made = true;
         let config = Config {
             phys_offset: config.phys_offset,
-            debug: config.debug,
+            debug,
         };
         match hooks.config.cpu_id {
             Some(_) => Allocator::with_cpu_caches(config, hooks, &CACHES),

@@ -74,7 +74,7 @@ pub use frames::Frames;
 pub use pages::{ContigPages, Page, PageRef, SplitPages};
 pub use status::PageStatus;
 pub use tag::Tag;
-pub use types::{AllocFlags, Pfn, Pool, KPALLOC_PAGE_SIZE};
+pub use types::{AllocFlags, DebugFlags, Pfn, Pool, KPALLOC_PAGE_SIZE};
 
 /// The crate's version, also in the header as `KPALLOC_VERSION_*`.
 pub const KPALLOC_VERSION_MAJOR: u32 = 0;

@@ -30,9 +30,6 @@ pub const PAGE_DEBUG_POISON: u32 = 1;
 /// allocated (`page_alloc_tagged`, Rust `#[track_caller]`), for
 /// `page_for_each_live`. Costs 16 bytes of metadata per page, only when on.
 pub const PAGE_DEBUG_TRACK: u32 = 2;
-/// All debug flags this version knows.
-#[cfg(feature = "global")]
-pub(crate) const PAGE_DEBUG_ALL: u32 = PAGE_DEBUG_POISON | PAGE_DEBUG_TRACK;
 
 /// CPUs with a page cache of their own when `page_config.cpu_id` is set;
 /// higher CPU numbers share (number modulo this).
@@ -93,42 +90,74 @@ impl Pool {
     }
 }
 
-/// A checked set of `PAGE_ALLOC_*` flags.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
-pub struct AllocFlags(u32);
+/// A `u32` newtype that holds only known flags: `NONE`, one constant per
+/// flag, `from_bits` (`None` for an unknown bit), `bits`, `contains`,
+/// `intersects` and `|`. One definition for every set of C flag bits.
+macro_rules! checked_flags {
+    (
+        $(#[$doc:meta])*
+        $name:ident { $($(#[$flag_doc:meta])* $flag:ident = $bits:expr,)+ }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+        pub struct $name(u32);
+
+        impl $name {
+            /// No flags.
+            pub const NONE: $name = $name(0);
+            $($(#[$flag_doc])* pub const $flag: $name = $name($bits);)+
+            const ALL: u32 = 0 $(| $bits)+;
+
+            /// The flags, or `None` if an unknown bit is set.
+            pub const fn from_bits(bits: u32) -> Option<$name> {
+                if bits & !Self::ALL == 0 {
+                    Some($name(bits))
+                } else {
+                    None
+                }
+            }
+
+            /// The C bits.
+            pub const fn bits(self) -> u32 {
+                self.0
+            }
+
+            /// Whether every flag of `other` is set.
+            pub const fn contains(self, other: $name) -> bool {
+                self.0 & other.0 == other.0
+            }
+
+            /// Whether any flag of `other` is set.
+            pub const fn intersects(self, other: $name) -> bool {
+                self.0 & other.0 != 0
+            }
+        }
+
+        impl core::ops::BitOr for $name {
+            type Output = $name;
+            fn bitor(self, rhs: $name) -> $name {
+                $name(self.0 | rhs.0)
+            }
+        }
+    };
+}
+
+checked_flags! {
+    /// A checked set of `PAGE_ALLOC_*` flags (none: kernel pool, contents
+    /// left as they are).
+    AllocFlags {
+        /// [`PAGE_ALLOC_ASSERT`].
+        ASSERT = PAGE_ALLOC_ASSERT,
+        /// [`PAGE_ALLOC_ZERO`].
+        ZERO = PAGE_ALLOC_ZERO,
+        /// [`PAGE_ALLOC_USER`].
+        USER = PAGE_ALLOC_USER,
+        /// [`PAGE_ALLOC_DMA32`].
+        DMA32 = PAGE_ALLOC_DMA32,
+    }
+}
 
 impl AllocFlags {
-    /// No flags: kernel pool, contents left as they are.
-    pub const NONE: AllocFlags = AllocFlags(0);
-    /// [`PAGE_ALLOC_ASSERT`].
-    pub const ASSERT: AllocFlags = AllocFlags(PAGE_ALLOC_ASSERT);
-    /// [`PAGE_ALLOC_ZERO`].
-    pub const ZERO: AllocFlags = AllocFlags(PAGE_ALLOC_ZERO);
-    /// [`PAGE_ALLOC_USER`].
-    pub const USER: AllocFlags = AllocFlags(PAGE_ALLOC_USER);
-    /// [`PAGE_ALLOC_DMA32`].
-    pub const DMA32: AllocFlags = AllocFlags(PAGE_ALLOC_DMA32);
-    const ALL: u32 = PAGE_ALLOC_ASSERT | PAGE_ALLOC_ZERO | PAGE_ALLOC_USER | PAGE_ALLOC_DMA32;
-
-    /// The flags, or `None` if an unknown bit is set.
-    pub const fn from_bits(bits: u32) -> Option<AllocFlags> {
-        if bits & !Self::ALL == 0 {
-            Some(AllocFlags(bits))
-        } else {
-            None
-        }
-    }
-
-    /// The `PAGE_ALLOC_*` bits.
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-
-    /// Whether every flag of `other` is set.
-    pub const fn contains(self, other: AllocFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
-
     /// The pool these flags draw from.
     pub const fn pool(self) -> Pool {
         if self.contains(Self::USER) {
@@ -139,9 +168,37 @@ impl AllocFlags {
     }
 }
 
-impl core::ops::BitOr for AllocFlags {
-    type Output = AllocFlags;
-    fn bitor(self, rhs: AllocFlags) -> AllocFlags {
-        AllocFlags(self.0 | rhs.0)
+checked_flags! {
+    /// A checked set of `PAGE_DEBUG_*` flags, for [`crate::allocator::Config`].
+    DebugFlags {
+        /// [`PAGE_DEBUG_POISON`].
+        POISON = PAGE_DEBUG_POISON,
+        /// [`PAGE_DEBUG_TRACK`].
+        TRACK = PAGE_DEBUG_TRACK,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checked_flags_hold_only_the_flags_they_know() {
+        assert_eq!(DebugFlags::from_bits(0), Some(DebugFlags::NONE));
+        assert_eq!(
+            DebugFlags::from_bits(PAGE_DEBUG_POISON | PAGE_DEBUG_TRACK),
+            Some(DebugFlags::POISON | DebugFlags::TRACK)
+        );
+        for unknown in [4, 1 << 31, u32::MAX] {
+            assert_eq!(DebugFlags::from_bits(unknown), None, "{unknown:#x}");
+        }
+        assert_eq!(AllocFlags::from_bits(16), None);
+
+        let both = DebugFlags::POISON | DebugFlags::TRACK;
+        assert_eq!(both.bits(), PAGE_DEBUG_POISON | PAGE_DEBUG_TRACK);
+        assert!(both.contains(DebugFlags::TRACK) && !DebugFlags::TRACK.contains(both));
+        assert!(DebugFlags::TRACK.intersects(both) && !DebugFlags::TRACK.intersects(DebugFlags::POISON));
+        assert!(!DebugFlags::NONE.intersects(both) && both.contains(DebugFlags::NONE));
+        assert_eq!((AllocFlags::ZERO | AllocFlags::USER).pool(), Pool::User);
     }
 }

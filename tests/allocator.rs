@@ -3,16 +3,16 @@
 mod common;
 
 use common::{TestMemory, PAGE};
-use kpalloc::{AllocFlags, Allocator, Config, NoHooks, PageStatus, Pool};
+use kpalloc::{AllocFlags, Allocator, Config, DebugFlags, NoHooks, PageStatus, Pool};
 use x86_64::PhysAddr;
 
 const NONE: AllocFlags = AllocFlags::NONE;
 
 fn one_region(pages: u64) -> (TestMemory, kpalloc::Allocator) {
-    one_region_with_debug(pages, 0)
+    one_region_with_debug(pages, DebugFlags::NONE)
 }
 
-fn one_region_with_debug(pages: u64, debug: u32) -> (TestMemory, kpalloc::Allocator) {
+fn one_region_with_debug(pages: u64, debug: DebugFlags) -> (TestMemory, kpalloc::Allocator) {
     let memory = TestMemory::new(0x10_0000, pages);
     let allocator = memory.allocator_with_debug(debug);
     memory.add(&allocator, 0, pages, Pool::Kernel).unwrap();
@@ -416,7 +416,7 @@ fn a_range_without_kernel_virtual_addresses_is_refused() {
     let kva_wraps = Allocator::new(
         Config {
             phys_offset: u64::MAX - 8 * PAGE + 1,
-            debug: 0,
+            debug: DebugFlags::NONE,
         },
         NoHooks,
     );
@@ -483,7 +483,7 @@ fn dma32_allocations_stay_below_4_gib() {
 /// A poisoning allocator over 32 pages, and a two-page block allocated and
 /// freed in it (so poisoned).
 fn a_poisoned_block() -> (TestMemory, kpalloc::Allocator, x86_64::PhysAddr) {
-    let (memory, allocator) = one_region_with_debug(32, kpalloc::types::PAGE_DEBUG_POISON);
+    let (memory, allocator) = one_region_with_debug(32, DebugFlags::POISON);
     let block = allocator.alloc(2, 1, NONE).unwrap();
     allocator.free(block).unwrap();
     assert!(allocator.check().is_ok());
@@ -563,7 +563,7 @@ fn the_two_failure_rules_combine() {
 
 #[test]
 fn a_leak_is_reported_with_its_rust_allocation_site() {
-    let (_memory, allocator) = one_region_with_debug(64, kpalloc::types::PAGE_DEBUG_TRACK);
+    let (_memory, allocator) = one_region_with_debug(64, DebugFlags::TRACK);
     let freed = allocator.alloc(1, 1, NONE).unwrap();
     let leaked_line = line!() + 1;
     let leaked = allocator.alloc(3, 1, NONE).unwrap();
@@ -580,7 +580,7 @@ fn a_leak_is_reported_with_its_rust_allocation_site() {
 
 #[test]
 fn the_pages_of_a_split_block_keep_its_allocation_site() {
-    let (_memory, allocator) = one_region_with_debug(64, kpalloc::types::PAGE_DEBUG_TRACK);
+    let (_memory, allocator) = one_region_with_debug(64, DebugFlags::TRACK);
     // An earlier block's sites are left where the split block will lie.
     let earlier = allocator.alloc(3, 1, NONE).unwrap();
     allocator.split(earlier).unwrap();

@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use churn::{Churn, Request};
 use common::{TestMemory, PAGE};
-use kpalloc::types::{KPALLOC_MAX_CPUS, PAGE_DEBUG_POISON, PAGE_DEBUG_TRACK};
-use kpalloc::{AllocFlags, Allocator, Config, CpuCaches, Hooks, PageStats, PageStatus, Pool};
+use kpalloc::types::KPALLOC_MAX_CPUS;
+use kpalloc::{AllocFlags, Allocator, Config, CpuCaches, DebugFlags, Hooks, PageStats, PageStatus, Pool};
 use x86_64::PhysAddr;
 
 const NONE: AllocFlags = AllocFlags::NONE;
@@ -92,7 +92,7 @@ type CachedAllocator = Allocator<TestHooks>;
 
 /// An allocator with caches of its own over `memory`, leaked like the
 /// memory (interrupts need a `'static` allocator to call).
-fn allocator_with_debug(memory: &TestMemory, debug: u32) -> &'static CachedAllocator {
+fn allocator_with_debug(memory: &TestMemory, debug: DebugFlags) -> &'static CachedAllocator {
     let caches: &'static CpuCaches = Box::leak(Box::new(CpuCaches::new()));
     let config = Config {
         phys_offset: memory.phys_offset,
@@ -105,7 +105,7 @@ fn allocator_with_debug(memory: &TestMemory, debug: u32) -> &'static CachedAlloc
 /// thread on CPU 0.
 fn one_region(pages: u64) -> (TestMemory, &'static CachedAllocator) {
     let memory = TestMemory::new(0x10_0000, pages);
-    let allocator = allocator_with_debug(&memory, 0);
+    let allocator = allocator_with_debug(&memory, DebugFlags::NONE);
     memory.add(allocator, 0, pages, Pool::Kernel).unwrap();
     assert_eq!(allocator.stats().metadata_pages, 1);
     on_cpu(0);
@@ -544,7 +544,7 @@ fn alloc_at_takes_blocks_back_from_the_caches() {
 #[test]
 fn kernel_and_user_pages_are_cached_apart() {
     let memory = TestMemory::new(0x10_0000, 128);
-    let allocator = allocator_with_debug(&memory, 0);
+    let allocator = allocator_with_debug(&memory, DebugFlags::NONE);
     memory.add(allocator, 0, 64, Pool::Kernel).unwrap();
     memory.add(allocator, 64, 128, Pool::User).unwrap();
     on_cpu(0);
@@ -811,9 +811,9 @@ fn a_cached_page_handed_out_with_zero_is_zeroed() {
 #[test]
 fn poisoning_and_tracking_turn_the_caches_off() {
     for debug in [
-        PAGE_DEBUG_POISON,
-        PAGE_DEBUG_TRACK,
-        PAGE_DEBUG_POISON | PAGE_DEBUG_TRACK,
+        DebugFlags::POISON,
+        DebugFlags::TRACK,
+        DebugFlags::POISON | DebugFlags::TRACK,
     ] {
         let memory = TestMemory::new(0x10_0000, 32);
         let allocator = allocator_with_debug(&memory, debug);
@@ -822,8 +822,8 @@ fn poisoning_and_tracking_turn_the_caches_off() {
         let fresh = allocator.stats();
         let first = allocator.alloc(1, 1, NONE).unwrap();
         let second = allocator.alloc(1, 1, NONE).unwrap();
-        assert_eq!((first, second), (memory.pa(1), memory.pa(2)), "debug {debug}");
-        assert_eq!(allocator.stats().cached_pages, 0, "debug {debug}");
+        assert_eq!((first, second), (memory.pa(1), memory.pa(2)), "debug {debug:?}");
+        assert_eq!(allocator.stats().cached_pages, 0, "debug {debug:?}");
 
         allocator.free(first).unwrap();
         allocator.free(second).unwrap();
@@ -836,13 +836,13 @@ fn poisoning_and_tracking_turn_the_caches_off() {
                 stats.largest_free_run
             ),
             (fresh.free_pages, 0, 0, fresh.free_pages),
-            "debug {debug}"
+            "debug {debug:?}"
         );
         assert_eq!(allocator.check(), Ok(()));
         // Lowest first, not the most recently freed.
-        assert_eq!(allocator.alloc(1, 1, NONE), Ok(first), "debug {debug}");
+        assert_eq!(allocator.alloc(1, 1, NONE), Ok(first), "debug {debug:?}");
 
-        if debug & PAGE_DEBUG_POISON != 0 {
+        if debug.contains(DebugFlags::POISON) {
             // The freed page was poisoned, and a write after free is caught.
             // SAFETY: the page is free; this stands for a stale pointer.
             let stale = unsafe { memory.bytes(second, 8) };
@@ -853,12 +853,12 @@ fn poisoning_and_tracking_turn_the_caches_off() {
             assert_eq!(
                 last_misuse(),
                 Some((PageStatus::ECORRUPT, allocator.kva(second))),
-                "debug {debug}"
+                "debug {debug:?}"
             );
             allocator.free(second).unwrap();
         }
         allocator.free(first).unwrap();
-        assert_eq!(allocator.stats().cached_pages, 0, "debug {debug}");
+        assert_eq!(allocator.stats().cached_pages, 0, "debug {debug:?}");
         assert_eq!(allocator.check(), Ok(()));
     }
 }
@@ -919,7 +919,7 @@ fn a_free_finds_its_region_whichever_region_its_cpu_freed_to_last() {
     // A free looks first in the region its CPU last freed to: every guess,
     // right, wrong or out of date, must give the answer a search gives.
     let memory = TestMemory::new(0x10_0000, 250);
-    let allocator = allocator_with_debug(&memory, 0);
+    let allocator = allocator_with_debug(&memory, DebugFlags::NONE);
     memory.add(allocator, 100, 150, Pool::Kernel).unwrap();
     memory.add(allocator, 200, 250, Pool::Kernel).unwrap();
     let taken = |pages: &[u64]| {
@@ -967,7 +967,7 @@ fn a_last_region_left_by_an_earlier_allocator_is_only_a_wrong_guess() {
         let memory = TestMemory::new(0x10_0000, 64 * regions);
         let config = Config {
             phys_offset: memory.phys_offset,
-            debug: 0,
+            debug: DebugFlags::NONE,
         };
         let allocator = Allocator::with_cpu_caches(config, TestHooks, caches);
         for region in 0..regions {
@@ -1000,7 +1000,7 @@ fn a_dropped_allocator_leaves_its_caches_empty_for_the_next() {
         let memory = TestMemory::new(0x10_0000, 64);
         let config = Config {
             phys_offset: memory.phys_offset,
-            debug: 0,
+            debug: DebugFlags::NONE,
         };
         let allocator = Allocator::with_cpu_caches(config, TestHooks, caches);
         assert_eq!(allocator.stats().cached_pages, 0, "round {round}");
@@ -1111,7 +1111,7 @@ const THREADS_ON_CPUS: Churn = Churn {
 fn threads_on_cpus(cpus: [usize; 4]) {
     let pages = if cfg!(miri) { 48 } else { 192 };
     let memory = TestMemory::new(0x10_0000, pages);
-    let allocator = allocator_with_debug(&memory, 0);
+    let allocator = allocator_with_debug(&memory, DebugFlags::NONE);
     memory.add(allocator, 0, pages / 2, Pool::Kernel).unwrap();
     memory.add(allocator, pages / 2, pages, Pool::Kernel).unwrap();
     on_cpu(0);

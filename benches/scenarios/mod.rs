@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bitmap_allocator::BitAlloc;
 use kpalloc::types::{PAGE_ALLOC_ZERO, PAGE_POOL_KERNEL};
-use kpalloc::{AllocFlags, Allocator, Config, NoHooks, PageConfig, PageStatus, Pool};
+use kpalloc::{AllocFlags, Allocator, Config, DebugFlags, NoHooks, PageConfig, PageStatus, Pool};
 use x86_64::PhysAddr;
 
 pub const PAGE: usize = 4096;
@@ -341,7 +341,7 @@ impl Subject for KpallocRust {
         let allocator = Allocator::new(
             Config {
                 phys_offset: arena().phys_offset(),
-                debug: 0,
+                debug: DebugFlags::NONE,
             },
             NoHooks,
         );

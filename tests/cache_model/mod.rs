@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{block_heads, nth_free_page, FakeMemory, ModelRegion, PageState, DMA32_PFN, PAGE};
 use kpalloc::types::KPALLOC_MAX_CPUS;
-use kpalloc::{AllocFlags, Allocator, Config, CpuCaches, Hooks, PageStats, PageStatus, Pool};
+use kpalloc::{AllocFlags, Allocator, Config, CpuCaches, DebugFlags, Hooks, PageStats, PageStatus, Pool};
 use x86_64::PhysAddr;
 
 /// Physical bases: low memory, straddling 4 GiB (DMA32 fits in part of the
@@ -238,7 +238,7 @@ impl Harness {
         let memory = FakeMemory::new(base, pages);
         let config = Config {
             phys_offset: memory.phys_offset,
-            debug: 0,
+            debug: DebugFlags::NONE,
         };
         let allocator = Allocator::with_cpu_caches(config, TestHooks, caches);
         let mut shadow = Shadow::default();

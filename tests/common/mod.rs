@@ -2,7 +2,7 @@
 //! buffer whose first byte is physical address `phys_base`.
 #![allow(dead_code)]
 
-use kpalloc::{Allocator, Config, NoHooks, Pool};
+use kpalloc::{Allocator, Config, DebugFlags, NoHooks, Pool};
 use x86_64::PhysAddr;
 
 pub const PAGE: u64 = 4096;
@@ -31,10 +31,10 @@ impl TestMemory {
     }
 
     pub fn allocator(&self) -> Allocator<NoHooks> {
-        self.allocator_with_debug(0)
+        self.allocator_with_debug(DebugFlags::NONE)
     }
 
-    pub fn allocator_with_debug(&self, debug: u32) -> Allocator<NoHooks> {
+    pub fn allocator_with_debug(&self, debug: DebugFlags) -> Allocator<NoHooks> {
         Allocator::new(
             Config {
                 phys_offset: self.phys_offset,

@@ -17,7 +17,7 @@
 use std::alloc::{dealloc, Layout};
 use std::fmt::Write as _;
 
-use kpalloc::{AllocFlags, Allocator, Config, NoHooks, PageStats, PageStatus, Pool};
+use kpalloc::{AllocFlags, Allocator, Config, DebugFlags, NoHooks, PageStats, PageStatus, Pool};
 use x86_64::PhysAddr;
 
 pub const PAGE: u64 = 4096;
@@ -560,7 +560,7 @@ impl Differential {
         let allocator = Allocator::new(
             Config {
                 phys_offset: memory.phys_offset,
-                debug: 0,
+                debug: DebugFlags::NONE,
             },
             NoHooks,
         );

@@ -7,7 +7,7 @@
 
 use core::ffi::CStr;
 
-use kpalloc::{AllocFlags, Allocator, Config, CpuCaches, Frames, Hooks, PageStatus, Pool};
+use kpalloc::{AllocFlags, Allocator, Config, CpuCaches, DebugFlags, Frames, Hooks, PageStatus, Pool};
 use x86_64::PhysAddr;
 
 /// The kernel's side of the allocator.
@@ -58,7 +58,16 @@ static MEMORY: spin::Once<Allocator<KernelHooks>> = spin::Once::new();
 /// The kernel's page allocator, set up on first use with RAM mapped at
 /// `phys_offset` (the direct map).
 pub fn memory(phys_offset: u64) -> &'static Allocator<KernelHooks> {
-    MEMORY.call_once(|| Allocator::with_cpu_caches(Config { phys_offset, debug: 0 }, KernelHooks, &CACHES))
+    MEMORY.call_once(|| {
+        Allocator::with_cpu_caches(
+            Config {
+                phys_offset,
+                debug: DebugFlags::NONE,
+            },
+            KernelHooks,
+            &CACHES,
+        )
+    })
 }
 
 /// Hands the usable RAM ranges of the boot memory map to the allocator.
