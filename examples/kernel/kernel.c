@@ -534,9 +534,9 @@ static unsigned long reserved_pages;
 
 /* RAM holds whatever was there before, but QEMU's starts zeroed: this
  * writes a pattern over the front of a region, where kpalloc puts its
- * metadata (about 4.2 bytes a page, 8 and 16 pages spare here), so that a
- * read of metadata kpalloc had not written would show as it would on real
- * hardware. The kernel's kept ranges are spared. */
+ * metadata (about 4.2 bytes a page; the pattern covers 8 bytes a page and
+ * 16 pages more), so that a read of metadata kpalloc had not written would
+ * show as it would on real hardware. The kernel's kept ranges are spared. */
 static void scribble_front(uint64_t start, uint64_t end)
 {
 	uint64_t front = start + (end - start) / PAGE * 8 + 16 * PAGE;
