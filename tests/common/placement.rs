@@ -1,6 +1,7 @@
 //! A buffer standing for physical memory: where it may lie and what it
-//! holds at first, one rule for `tests/common` and `tests/model` (which the
-//! fuzz targets include alone, with `#[path]`).
+//! holds at first, one rule for `tests/common`, `tests/model` (which the
+//! fuzz targets include alone) and the crate's unit tests (both with
+//! `#[path]`).
 
 use std::alloc::{alloc, Layout};
 
@@ -11,8 +12,9 @@ use std::alloc::{alloc, Layout};
 /// a read before a write is an error; natively they hold 0xA5, a pattern
 /// no one writes by accident. The caller frees it with `layout`, or leaks it.
 pub fn boot_ram(phys_base: u64, bytes: u64) -> (*mut u8, Layout) {
+    assert!(bytes > 0, "memory of at least a byte");
     let layout = Layout::from_size_align(bytes as usize, buffer_align(phys_base, bytes)).unwrap();
-    // SAFETY: a non-zero size (tests give at least a page).
+    // SAFETY: a non-zero size, asserted above.
     let buffer = unsafe { alloc(layout) };
     assert!(!buffer.is_null());
     if !cfg!(miri) {
