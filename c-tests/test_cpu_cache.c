@@ -762,18 +762,21 @@ static void run_workers(const uint32_t *cpus, size_t n) {
     w[i] = (struct worker){.cpu = cpus[i], .id = (uint32_t)i + 1};
     assert_int_equal(pthread_create(&t[i], NULL, churn, &w[i]), 0);
   }
+  /* Every thread joined before any failure is reported: a failure leaves
+   * the test at once, and a thread still running would call into kpalloc
+   * during the next test. */
+  void *failed[4];
+  for (size_t i = 0; i < n; i++) assert_int_equal(pthread_join(t[i], &failed[i]), 0);
+  atomic_store(&workers_done, 1);
+  void *checker_failed;
+  assert_int_equal(pthread_join(check, &checker_failed), 0);
   long allocated = 0, refused = 0;
   for (size_t i = 0; i < n; i++) {
-    void *r;
-    assert_int_equal(pthread_join(t[i], &r), 0);
-    if (r) fail_msg("thread %zu (cpu %u): %s", i, cpus[i], (const char *)r);
+    if (failed[i]) fail_msg("thread %zu (cpu %u): %s", i, cpus[i], (const char *)failed[i]);
     allocated += w[i].blocks_allocated;
     refused += w[i].blocks_refused;
   }
-  atomic_store(&workers_done, 1);
-  void *r;
-  assert_int_equal(pthread_join(check, &r), 0);
-  if (r) fail_msg("checker: %s", (const char *)r);
+  if (checker_failed) fail_msg("checker: %s", (const char *)checker_failed);
   print_message("%zu threads: %ld blocks allocated, %ld refused; page_check %ld OK, %ld EBUSY\n", n, allocated,
                 refused, atomic_load(&checks_ok), atomic_load(&checks_busy));
   assert_true(allocated > 0);

@@ -16,7 +16,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use churn::{Churn, Request};
 use common::{TestMemory, PAGE};
@@ -1220,10 +1219,8 @@ fn stats_stay_consistent_while_other_cpus_refill_and_flush() {
     let rounds = if cfg!(miri) { 3 } else { 4_000 };
     let (_memory, allocator) = one_region(128);
     let fresh = allocator.stats();
-    let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let done = &done;
-        scope.spawn(move || {
+        let worker = scope.spawn(move || {
             for _ in 0..rounds {
                 // CPU 1 refills about once a round, and CPU 0 flushes as
                 // often, with few pages allocated.
@@ -1234,11 +1231,13 @@ fn stats_stay_consistent_while_other_cpus_refill_and_flush() {
                     allocator.free(page).unwrap();
                 }
             }
-            done.store(true, Ordering::Release);
         });
         on_cpu(2);
         let mut samples = 0;
-        while !done.load(Ordering::Acquire) || samples == 0 {
+        // Until the worker ends, whether it finishes or fails (the scope
+        // then reports its panic): a flag it set at the end would leave
+        // this loop spinning after a failure.
+        while !worker.is_finished() || samples == 0 {
             let stats = allocator.stats();
             assert_accounted(&stats);
             assert!(stats.used_pages <= HELD, "{stats:?}");

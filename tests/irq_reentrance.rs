@@ -142,6 +142,15 @@ struct SendPtr(libc::pthread_t);
 // SAFETY: a pthread_t is an identifier, usable from any thread.
 unsafe impl Send for SendPtr {}
 
+/// Sets its flag when dropped, on a panic as on a normal end.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "Miri has no signals")]
 fn interrupts_that_allocate_never_deadlock_and_hooks_stay_balanced() {
@@ -211,7 +220,10 @@ fn interrupts_that_allocate_never_deadlock_and_hooks_stay_balanced() {
             }
         });
 
-        // The interrupted thread.
+        // The interrupted thread. The helpers stop however its body ends:
+        // after a failed assertion they would otherwise run on, and the
+        // watchdog would abort the process in place of the failure.
+        let _stop_helpers = SetOnDrop(stop);
         // SAFETY (both releases): they give up only references this thread
         // holds in `held`, which no handle holds.
         let free = |block: *mut c_void| unsafe { page_free(block) };
@@ -246,7 +258,6 @@ fn interrupts_that_allocate_never_deadlock_and_hooks_stay_balanced() {
         for block in held {
             assert_eq!(put(block), PageStatus::OK);
         }
-        stop.store(true, Ordering::SeqCst);
     });
     // Let a signal still pending run now, then stop them for good.
     // SAFETY: restoring the default action.
