@@ -102,7 +102,7 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::alloc::{alloc_zeroed, Layout};
+    use std::alloc::{alloc, Layout};
     use x86_64::structures::paging::{FrameAllocator, FrameDeallocator, PhysFrame, Size4KiB};
 
     /// Physical address the test's "RAM" starts at.
@@ -114,8 +114,12 @@ mod tests {
         let layout = Layout::from_size_align(RAM_BYTES, 4096).unwrap();
         // SAFETY: a non-zero size; the buffer is leaked: the allocator keeps
         // it for good, as a kernel's RAM.
-        let ram = unsafe { alloc_zeroed(layout) };
+        let ram = unsafe { alloc(layout) };
         assert!(!ram.is_null());
+        // RAM at boot is not zeroed: a pattern, so that the zeroed frames
+        // below are zeroed by the allocator, not by the test.
+        // SAFETY: the buffer was just allocated, RAM_BYTES long.
+        unsafe { ram.write_bytes(0xA5, RAM_BYTES) };
         let allocator = memory(ram as u64 - RAM_START);
         let end = RAM_START + RAM_BYTES as u64;
         // SAFETY: the buffer is ours alone, mapped at phys_offset.
