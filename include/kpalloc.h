@@ -526,7 +526,11 @@ uint64_t page_to_pa(const void *kva);
 void *page_from_pa(uint64_t pa);
 
 /**
- * Writes a consistent snapshot of the counters to `*out`.
+ * Writes a snapshot of the counters to `*out`, taken under the lock:
+ * `free_pages + used_pages + metadata_pages = total_pages` holds in it.
+ * A page that other CPUs' caches hand out and take back during the call
+ * may be counted as cached twice: `used_pages` is then low by that many,
+ * never below zero.
  *
  * Returns `PAGE_OK`; `PAGE_EINVAL` for NULL; `PAGE_EUNINIT`.
  * Interrupt-safe given the irq hooks; walks every region's bitmap for

@@ -169,6 +169,16 @@ pub struct Config {
 /// Byte written over freed pages under `PAGE_DEBUG_POISON`.
 const POISON_BYTE: u8 = 0xAA;
 
+/// The kernel and user pages the caches hold, from their counts read one
+/// after another while pages may move between caches, capped so that they
+/// add up to at most the `taken` pages the bitmaps gave out: a page that
+/// moved between two reads may be counted in both (see
+/// [`Allocator::stats`]).
+fn cached_within(taken: u64, kernel: u64, user: u64) -> (u64, u64) {
+    let kernel = kernel.min(taken);
+    (kernel, user.min(taken - kernel))
+}
+
 /// How a locked search for a block ended.
 enum Search {
     Claimed(Claimed),
@@ -1177,7 +1187,7 @@ impl<H: Hooks> Allocator<H> {
         out.needed()
     }
 
-    /// A consistent snapshot of the counters. The lock keeps pages from
+    /// A snapshot of the counters, under the lock. The lock keeps pages from
     /// moving between the per-CPU caches and the bitmaps, but not between
     /// callers and the caches: so it also holds the magazines while it
     /// reads their counts (every one it can take within a few tries: one
@@ -1185,12 +1195,19 @@ impl<H: Hooks> Allocator<H> {
     /// cannot change it meanwhile, or to a flush or refill waiting for the
     /// lock). Read one after another while a thread allocates and frees,
     /// the counts could add up to more pages in use than it ever held.
+    ///
+    /// A magazine that stayed busy through those tries and is given back
+    /// before its count is read can still change under the lock: with two
+    /// such, a page moved from one to the other between the two reads is
+    /// counted in both. The cached counts are capped at the pages taken
+    /// from the bitmaps, so that `used_pages` never goes below zero.
     pub fn stats(&self) -> PageStats {
         let misuse_reports = self.misuse_reports.load(Ordering::Relaxed) as u64;
         let _held = self.caches.map(CpuCaches::hold_available);
         let cached = |pool| self.caches.map_or(0, |caches| caches.cached_pages(pool));
         self.locked(|inner| {
-            let (kernel_cached, user_cached) = (cached(Pool::Kernel), cached(Pool::User));
+            let (kernel_cached, user_cached) =
+                cached_within(inner.used_pages, cached(Pool::Kernel), cached(Pool::User));
             let used_pages = inner.used_pages - kernel_cached - user_cached;
             let mut stats = PageStats {
                 total_pages: inner.total_pages,
@@ -1354,6 +1371,17 @@ mod tests {
             assert_eq!(allocator.pa(0x1000 + top), None);
             assert_eq!(allocator.pa(usize::MAX), None);
         }
+    }
+
+    #[test]
+    fn cache_counts_read_apart_never_exceed_the_pages_taken() {
+        assert_eq!(cached_within(10, 3, 4), (3, 4));
+        assert_eq!(cached_within(7, 3, 4), (3, 4));
+        // One page taken, seen in two kernel (or two user) magazines.
+        assert_eq!(cached_within(1, 2, 0), (1, 0));
+        assert_eq!(cached_within(1, 0, 2), (0, 1));
+        assert_eq!(cached_within(3, 2, 2), (2, 1));
+        assert_eq!(cached_within(0, 2, 2), (0, 0));
     }
 
     #[test]

@@ -464,7 +464,11 @@ pub extern "C" fn page_from_pa(pa: u64) -> *mut c_void {
         .map_or(ptr::null_mut(), ptr::with_exposed_provenance_mut)
 }
 
-/// Writes a consistent snapshot of the counters to `*out`.
+/// Writes a snapshot of the counters to `*out`, taken under the lock:
+/// `free_pages + used_pages + metadata_pages = total_pages` holds in it.
+/// A page that other CPUs' caches hand out and take back during the call
+/// may be counted as cached twice: `used_pages` is then low by that many,
+/// never below zero.
 ///
 /// Returns `PAGE_OK`; `PAGE_EINVAL` for NULL; `PAGE_EUNINIT`.
 /// Interrupt-safe given the irq hooks; walks every region's bitmap for
