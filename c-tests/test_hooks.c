@@ -10,7 +10,7 @@
 static int setup(void **state) {
   (void)state;
   testmem_init();
-  assert_status(page_region_add(MIB(1), MIB(17), PAGE_POOL_KERNEL), PAGE_OK);
+  testmem_add_region(MIB(1), MIB(17), PAGE_POOL_KERNEL);
   return 0;
 }
 
@@ -70,7 +70,7 @@ static void every_locking_call_saves_and_restores_interrupts_once_balanced(void 
   assert_healthy();
   assert_irq_used(c);
   c = irq_now();
-  assert_status(page_region_add(MIB(40), MIB(41), PAGE_POOL_KERNEL), PAGE_OK);
+  testmem_add_region(MIB(40), MIB(41), PAGE_POOL_KERNEL);
   assert_irq_used(c);
   c = irq_now();
   assert_null(page_alloc(SIZE_MAX / 4, 0)); /* ENOMEM: still under the lock */

@@ -181,7 +181,7 @@ static void phys_offset_translates_both_ways(void **state) {
 
 static void first_region_after_init_is_usable(void **state) {
   (void)state;
-  assert_status(page_region_add(MIB(1), MIB(17), PAGE_POOL_KERNEL), PAGE_OK);
+  testmem_add_region(MIB(1), MIB(17), PAGE_POOL_KERNEL);
   void *p = page_alloc(1, PAGE_ALLOC_ZERO);
   assert_non_null(p);
   assert_true(page_to_pa(p) >= MIB(1) && page_to_pa(p) < MIB(17));

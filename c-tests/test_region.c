@@ -6,7 +6,7 @@
 static int setup(void **state) {
   (void)state;
   testmem_init();
-  assert_status(page_region_add(MIB(1), MIB(17), PAGE_POOL_KERNEL), PAGE_OK);
+  testmem_add_region(MIB(1), MIB(17), PAGE_POOL_KERNEL);
   return 0;
 }
 
@@ -16,7 +16,7 @@ static void region_add_counts_pages_metadata_and_free_pages(void **state) {
   (void)state;
   page_stats before = stats_now();
   misuse_reset();
-  assert_status(page_region_add(MIB(32), MIB(48), PAGE_POOL_KERNEL), PAGE_OK);
+  testmem_add_region(MIB(32), MIB(48), PAGE_POOL_KERNEL);
   assert_no_misuse();
   page_stats after = stats_now();
   uint64_t total = MIB(16) / PAGE;
@@ -43,12 +43,12 @@ static void region_bounds_are_rounded_inward_to_whole_pages(void **state) {
   (void)state;
   uint64_t base = MIB(64);
   page_stats before = stats_now();
-  assert_status(page_region_add(base + 1, base + 64 * PAGE + PAGE - 1, PAGE_POOL_KERNEL), PAGE_OK);
+  testmem_add_region(base + 1, base + 64 * PAGE + PAGE - 1, PAGE_POOL_KERNEL);
   page_stats after = stats_now();
   assert_int_equal(after.total_pages - before.total_pages, 63);
   /* The partial pages at both ends stay outside: a neighbour may take them. */
-  assert_status(page_region_add(base - 4 * PAGE, base + PAGE, PAGE_POOL_KERNEL), PAGE_OK);
-  assert_status(page_region_add(base + 64 * PAGE, base + 72 * PAGE, PAGE_POOL_KERNEL), PAGE_OK);
+  testmem_add_region(base - 4 * PAGE, base + PAGE, PAGE_POOL_KERNEL);
+  testmem_add_region(base + 64 * PAGE, base + 72 * PAGE, PAGE_POOL_KERNEL);
   assert_int_equal(stats_now().total_pages - before.total_pages, 63 + 5 + 8);
   /* The last whole page of the rounded region is usable. */
   assert_status(page_alloc_at(base + 63 * PAGE, 1, 0), PAGE_OK);
@@ -63,8 +63,8 @@ static void blocks_never_span_two_adjacent_regions(void **state) {
   /* Two adjacent user regions of 8 pages each (one metadata page each):
    * physically contiguous, but every block lies in one region. */
   uint64_t a = MIB(120), b = MIB(120) + 8 * PAGE;
-  assert_status(page_region_add(a, b, PAGE_POOL_USER), PAGE_OK);
-  assert_status(page_region_add(b, b + 8 * PAGE, PAGE_POOL_USER), PAGE_OK);
+  testmem_add_region(a, b, PAGE_POOL_USER);
+  testmem_add_region(b, b + 8 * PAGE, PAGE_POOL_USER);
   EXPECT_REFUSED(page_alloc_at(b - 2 * PAGE, 4, PAGE_ALLOC_USER), PAGE_ENOTMANAGED, page_from_pa(b - 2 * PAGE));
   EXPECT_REFUSED(page_alloc_at(b - PAGE, 2, PAGE_ALLOC_USER), PAGE_ENOTMANAGED, page_from_pa(b - PAGE));
   /* The second region's first page is its metadata, not a usable page. */
@@ -84,13 +84,13 @@ static void empty_range_is_einval_and_changes_nothing(void **state) {
   EXPECT_REFUSED(page_region_add(MIB(200), MIB(200), PAGE_POOL_KERNEL), PAGE_EINVAL, PA(MIB(200)));
   EXPECT_REFUSED(page_region_add(0, 0, PAGE_POOL_USER), PAGE_EINVAL, NULL);
   /* The range is still free to add. */
-  assert_status(page_region_add(MIB(200), MIB(201), PAGE_POOL_KERNEL), PAGE_OK);
+  testmem_add_region(MIB(200), MIB(201), PAGE_POOL_KERNEL);
 }
 
 static void reversed_range_is_einval_and_changes_nothing(void **state) {
   (void)state;
   EXPECT_REFUSED(page_region_add(MIB(210), MIB(209), PAGE_POOL_KERNEL), PAGE_EINVAL, PA(MIB(210)));
-  assert_status(page_region_add(MIB(209), MIB(210), PAGE_POOL_KERNEL), PAGE_OK);
+  testmem_add_region(MIB(209), MIB(210), PAGE_POOL_KERNEL);
 }
 
 static void address_beyond_2_pow_52_is_einval(void **state) {
@@ -108,7 +108,7 @@ static void unknown_pool_is_einval_and_changes_nothing(void **state) {
   (void)state;
   EXPECT_REFUSED(page_region_add(MIB(230), MIB(231), 2), PAGE_EINVAL, PA(MIB(230)));
   EXPECT_REFUSED(page_region_add(MIB(230), MIB(231), UINT32_MAX), PAGE_EINVAL, PA(MIB(230)));
-  assert_status(page_region_add(MIB(230), MIB(231), PAGE_POOL_USER), PAGE_OK);
+  testmem_add_region(MIB(230), MIB(231), PAGE_POOL_USER);
 }
 
 static void overlapping_region_is_eoverlap_and_changes_nothing(void **state) {
@@ -123,7 +123,7 @@ static void overlapping_region_is_eoverlap_and_changes_nothing(void **state) {
   EXPECT_REFUSED(page_region_add(MIB(17) - PAGE, MIB(18), PAGE_POOL_KERNEL), PAGE_EOVERLAP,
                  PA(MIB(17) - PAGE));
   /* Touching a partial page only (rounded away) is not. */
-  assert_status(page_region_add(KPALLOC_PAGE_SIZE * 192, MIB(1) + 100, PAGE_POOL_KERNEL), PAGE_OK);
+  testmem_add_region(KPALLOC_PAGE_SIZE * 192, MIB(1) + 100, PAGE_POOL_KERNEL);
   void *p = page_alloc(1, 0);
   assert_non_null(p);
   assert_status(page_free(p), PAGE_OK);
@@ -138,7 +138,7 @@ static void too_small_region_is_etoosmall_and_two_pages_are_enough(void **state)
   EXPECT_REFUSED(page_region_add(base + 1, base + 2 * PAGE - 1, PAGE_POOL_KERNEL), PAGE_ETOOSMALL,
                  PA(base + 1));
   page_stats before = stats_now();
-  assert_status(page_region_add(base, base + 2 * PAGE, PAGE_POOL_KERNEL), PAGE_OK);
+  testmem_add_region(base, base + 2 * PAGE, PAGE_POOL_KERNEL);
   page_stats after = stats_now();
   assert_int_equal(after.total_pages - before.total_pages, 2);
   assert_int_equal(after.metadata_pages - before.metadata_pages, 1);
@@ -166,8 +166,7 @@ static void lower_region_added_later_is_allocated_from_first(void **state) {
   void *before = page_alloc(1, 0);
   assert_non_null(before);
   assert_true(page_to_pa(before) >= KPALLOC_PAGE_SIZE * 192);
-  assert_status(page_region_add(KPALLOC_PAGE_SIZE * 16, KPALLOC_PAGE_SIZE * 48, PAGE_POOL_KERNEL),
-                PAGE_OK);
+  testmem_add_region(KPALLOC_PAGE_SIZE * 16, KPALLOC_PAGE_SIZE * 48, PAGE_POOL_KERNEL);
   void *low = page_alloc(1, 0);
   assert_non_null(low);
   assert_true(page_to_pa(low) > KPALLOC_PAGE_SIZE * 16 && page_to_pa(low) < KPALLOC_PAGE_SIZE * 48);
@@ -180,7 +179,7 @@ static void lower_region_added_later_is_allocated_from_first(void **state) {
 static void user_pool_region_serves_only_user_allocations(void **state) {
   (void)state;
   page_stats before = stats_now();
-  assert_status(page_region_add(MIB(96), MIB(100), PAGE_POOL_USER), PAGE_OK);
+  testmem_add_region(MIB(96), MIB(100), PAGE_POOL_USER);
   page_stats after = stats_now();
   uint64_t usable = after.free_pages - before.free_pages;
   assert_int_equal(after.user_free_pages - before.user_free_pages, usable);
@@ -201,7 +200,7 @@ static void user_pool_region_serves_only_user_allocations(void **state) {
 static void region_straddling_4_gib_is_added_whole(void **state) {
   (void)state;
   page_stats before = stats_now();
-  assert_status(page_region_add(GIB(4) - MIB(8), GIB(4) + MIB(8), PAGE_POOL_KERNEL), PAGE_OK);
+  testmem_add_region(GIB(4) - MIB(8), GIB(4) + MIB(8), PAGE_POOL_KERNEL);
   page_stats after = stats_now();
   assert_int_equal(after.total_pages - before.total_pages, MIB(16) / PAGE);
   assert_status(page_alloc_at(GIB(4), 1, 0), PAGE_OK);
@@ -216,9 +215,8 @@ static void forty_small_regions_are_each_found_by_address(void **state) {
   uint64_t base = MIB(300);
   /* Added highest first, so every insertion goes to the front of the table. */
   for (int i = 39; i >= 0; i--)
-    assert_status(page_region_add(base + (uint64_t)i * 16 * PAGE, base + (uint64_t)(i + 1) * 16 * PAGE - 4 * PAGE,
-                                  PAGE_POOL_KERNEL),
-                  PAGE_OK);
+    testmem_add_region(base + (uint64_t)i * 16 * PAGE, base + (uint64_t)(i + 1) * 16 * PAGE - 4 * PAGE,
+                                  PAGE_POOL_KERNEL);
   page_stats after = stats_now();
   assert_int_equal(after.regions, before.regions + 40);
   assert_int_equal(after.total_pages - before.total_pages, 40 * 12);

@@ -5,7 +5,7 @@
 static int setup(void **state) {
   (void)state;
   testmem_init();
-  assert_status(page_region_add(MIB(1), MIB(17), PAGE_POOL_KERNEL), PAGE_OK);
+  testmem_add_region(MIB(1), MIB(17), PAGE_POOL_KERNEL);
   return 0;
 }
 

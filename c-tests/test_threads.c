@@ -38,7 +38,7 @@ static int setup(void **state) {
   cfg.irq_restore = th_irq_restore;
   cfg.on_misuse = th_on_misuse;
   assert_status(page_init(&cfg), PAGE_OK);
-  assert_status(page_region_add(MIB(1), MIB(17), PAGE_POOL_KERNEL), PAGE_OK);
+  testmem_add_region(MIB(1), MIB(17), PAGE_POOL_KERNEL);
   return 0;
 }
 

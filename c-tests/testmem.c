@@ -93,9 +93,14 @@ void testmem_init(void) {
  * must not overlap a live region: the tests that add one on purpose
  * (PAGE_EOVERLAP) call page_region_add themselves. */
 static void scribble_front(uint64_t start, uint64_t end) {
+  /* The whole pages only, as page_region_add rounds: a partial page at
+   * either end may belong to a neighbour. */
+  start = (start + PAGE - 1) & ~(PAGE - 1);
+  end &= ~(PAGE - 1);
+  if (end <= start) return;
   uint64_t front = start + (end - start) / PAGE * 8 + 16 * PAGE;
   if (front > end) front = end;
-  if (front > start) memset(testmem_kva(start), 0xA5, front - start);
+  memset(testmem_kva(start), 0xA5, front - start);
 }
 
 uint64_t testmem_add_region(uint64_t start, uint64_t end, uint32_t pool) {
