@@ -87,18 +87,19 @@ void testmem_init(void) {
 }
 
 /* RAM at boot holds whatever it held, not zeros: the front of a region,
- * where its metadata will go (about 4.2 bytes a page; the pattern covers 8
- * bytes a page and 16 pages more), gets a pattern first, so that a read of
- * metadata kpalloc had not written yet shows. Only here, for a range that
- * must not overlap a live region: the tests that add one on purpose
- * (PAGE_EOVERLAP) call page_region_add themselves. */
+ * where its metadata will go (about 4.2 bytes a page, 20.2 with
+ * PAGE_DEBUG_TRACK; the pattern covers 24 bytes a page and 16 pages more),
+ * gets a pattern first, so that a read of metadata kpalloc had not written
+ * yet shows. Only here, for a range that must not overlap a live region:
+ * the tests that add one on purpose (PAGE_EOVERLAP) call page_region_add
+ * themselves. */
 static void scribble_front(uint64_t start, uint64_t end) {
   /* The whole pages only, as page_region_add rounds: a partial page at
    * either end may belong to a neighbour. */
   start = (start + PAGE - 1) & ~(PAGE - 1);
   end &= ~(PAGE - 1);
   if (end <= start) return;
-  uint64_t front = start + (end - start) / PAGE * 8 + 16 * PAGE;
+  uint64_t front = start + (end - start) / PAGE * 24 + 16 * PAGE;
   if (front > end) front = end;
   memset(testmem_kva(start), 0xA5, front - start);
 }
