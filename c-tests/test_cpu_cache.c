@@ -758,18 +758,20 @@ static void run_workers(const uint32_t *cpus, size_t n) {
   long misuse0 = atomic_load(&misuse_calls);
   atomic_store(&workers_done, 0);
   assert_int_equal(pthread_create(&check, NULL, checker, NULL), 0);
-  for (size_t i = 0; i < n; i++) {
-    w[i] = (struct worker){.cpu = cpus[i], .id = (uint32_t)i + 1};
-    assert_int_equal(pthread_create(&t[i], NULL, churn, &w[i]), 0);
+  size_t started = 0;
+  for (; started < n; started++) {
+    w[started] = (struct worker){.cpu = cpus[started], .id = (uint32_t)started + 1};
+    if (pthread_create(&t[started], NULL, churn, &w[started]) != 0) break;
   }
   /* Every thread joined before any failure is reported: a failure leaves
    * the test at once, and a thread still running would call into kpalloc
    * during the next test. */
   void *failed[4];
-  for (size_t i = 0; i < n; i++) assert_int_equal(pthread_join(t[i], &failed[i]), 0);
+  for (size_t i = 0; i < started; i++) assert_int_equal(pthread_join(t[i], &failed[i]), 0);
   atomic_store(&workers_done, 1);
   void *checker_failed;
   assert_int_equal(pthread_join(check, &checker_failed), 0);
+  if (started < n) fail_msg("pthread_create failed for worker %zu", started);
   long allocated = 0, refused = 0;
   for (size_t i = 0; i < n; i++) {
     if (failed[i]) fail_msg("thread %zu (cpu %u): %s", i, cpus[i], (const char *)failed[i]);
