@@ -546,6 +546,15 @@ static void add_keep(uint64_t start, uint64_t end, const char *what)
 	keep[keep_count++] = (struct range){ start, end, what };
 }
 
+/* The kept range that holds address `pa`, or NULL. */
+static const struct range *kept_at(uint64_t pa)
+{
+	for (unsigned k = 0; k < keep_count; k++)
+		if (pa >= keep[k].start && pa < keep[k].end)
+			return &keep[k];
+	return NULL;
+}
+
 static unsigned long reserved_pages;
 
 /* RAM holds whatever was there before, but QEMU's starts zeroed: this
@@ -558,13 +567,9 @@ static void scribble_front(uint64_t start, uint64_t end)
 	uint64_t front = start + (end - start) / PAGE * 8 + 16 * PAGE;
 	if (front > end)
 		front = end;
-	for (uint64_t pa = start; pa < front; pa += PAGE) {
-		int kept = 0;
-		for (unsigned k = 0; k < keep_count; k++)
-			kept |= pa >= keep[k].start && pa < keep[k].end;
-		if (!kept)
+	for (uint64_t pa = start; pa < front; pa += PAGE)
+		if (!kept_at(pa))
 			memset(p2v(pa), 0xa5, PAGE);
-	}
 }
 
 static void add_regions(void)
@@ -587,14 +592,8 @@ static void add_regions(void)
 			start = image_end; /* the part above the kernel image */
 		/* The metadata goes into the region's first pages: start after
 		 * whatever the kernel keeps there, reserve the rest below. */
-		for (int moved = 1; moved;) {
-			moved = 0;
-			for (unsigned k = 0; k < keep_count; k++)
-				if (start >= keep[k].start && start < keep[k].end) {
-					start = keep[k].end;
-					moved = 1;
-				}
-		}
+		for (const struct range *kept; (kept = kept_at(start));)
+			start = kept->end;
 		if (end <= start)
 			continue;
 		scribble_front(start, end);
