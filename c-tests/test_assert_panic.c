@@ -40,6 +40,14 @@ static void panic_that_returns(const char *message) {
     }                                                                         \
   } while (0)
 
+/* testmem_add_region for a child, which reports through the pipe, not
+ * cmocka. */
+#define CHILD_ADD_REGION(start, end)                                           \
+  do {                                                                         \
+    testmem_scribble_front((start), (end));                                    \
+    CHILD_CHECK(page_region_add((start), (end), PAGE_POOL_KERNEL) == PAGE_OK); \
+  } while (0)
+
 struct child {
   int status;     /* from waitpid */
   char out[1024]; /* what the child wrote to the pipe */
@@ -116,7 +124,7 @@ static uint64_t free_pages_now(void) {
 /* ---- children ---- */
 
 static void assert_alloc_that_succeeds(void) {
-  CHILD_CHECK(page_region_add(MIB(1), MIB(17), PAGE_POOL_KERNEL) == PAGE_OK);
+  CHILD_ADD_REGION(MIB(1), MIB(17));
   void *p = page_alloc(8, PAGE_ALLOC_ASSERT | PAGE_ALLOC_ZERO);
   CHILD_CHECK(p != NULL);
   CHILD_CHECK(page_block_pages(p) == 8);
@@ -126,7 +134,7 @@ static void assert_alloc_that_succeeds(void) {
 }
 
 static void assert_alloc_out_of_memory(void) {
-  CHILD_CHECK(page_region_add(MIB(1), MIB(17), PAGE_POOL_KERNEL) == PAGE_OK);
+  CHILD_ADD_REGION(MIB(1), MIB(17));
   void *hold = page_alloc(100, 0);
   CHILD_CHECK(hold != NULL);
   dprintf(pipe_out, "%llu\n", (unsigned long long)free_pages_now());
@@ -135,32 +143,32 @@ static void assert_alloc_out_of_memory(void) {
 }
 
 static void assert_dma32_with_memory_only_above_4_gib(void) {
-  CHILD_CHECK(page_region_add(GIB(4) + MIB(1), GIB(4) + MIB(2), PAGE_POOL_KERNEL) == PAGE_OK);
+  CHILD_ADD_REGION(GIB(4) + MIB(1), GIB(4) + MIB(2));
   (void)page_alloc_aligned(1, 1, PAGE_ALLOC_DMA32 | PAGE_ALLOC_ASSERT);
   CHILD_CHECK(!"returned");
 }
 
 static void assert_with_zero_count(void) {
-  CHILD_CHECK(page_region_add(MIB(1), MIB(17), PAGE_POOL_KERNEL) == PAGE_OK);
+  CHILD_ADD_REGION(MIB(1), MIB(17));
   (void)page_alloc(0, PAGE_ALLOC_ASSERT);
   CHILD_CHECK(!"returned");
 }
 
 static void assert_with_unknown_flags(void) {
-  CHILD_CHECK(page_region_add(MIB(1), MIB(17), PAGE_POOL_KERNEL) == PAGE_OK);
+  CHILD_ADD_REGION(MIB(1), MIB(17));
   (void)page_alloc(1, PAGE_ALLOC_ASSERT | 0x40);
   CHILD_CHECK(!"returned");
 }
 
 static void assert_alloc_at_busy_pages(void) {
-  CHILD_CHECK(page_region_add(MIB(1), MIB(17), PAGE_POOL_KERNEL) == PAGE_OK);
+  CHILD_ADD_REGION(MIB(1), MIB(17));
   CHILD_CHECK(page_alloc_at(MIB(4), 2, 0) == PAGE_OK);
   (void)page_alloc_at(MIB(4) + PAGE, 3, PAGE_ALLOC_ASSERT);
   CHILD_CHECK(!"returned");
 }
 
 static void alloc_out_of_memory_without_assert(void) {
-  CHILD_CHECK(page_region_add(MIB(1), MIB(2), PAGE_POOL_KERNEL) == PAGE_OK);
+  CHILD_ADD_REGION(MIB(1), MIB(2));
   CHILD_CHECK(page_alloc(1000, PAGE_ALLOC_ZERO) == NULL);
   CHILD_CHECK(page_alloc(0, 0) == NULL);
   CHILD_CHECK(page_alloc_at(MIB(1), 1, 0) == PAGE_ENOTMANAGED);

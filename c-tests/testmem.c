@@ -90,10 +90,10 @@ void testmem_init(void) {
  * where its metadata will go (about 4.2 bytes a page, 20.2 with
  * PAGE_DEBUG_TRACK; the pattern covers 24 bytes a page and 16 pages more),
  * gets a pattern first, so that a read of metadata kpalloc had not written
- * yet shows. Only here, for a range that must not overlap a live region:
- * the tests that add one on purpose (PAGE_EOVERLAP) call page_region_add
+ * yet shows. Only for a range that must not overlap a live region: the
+ * tests that add one on purpose (PAGE_EOVERLAP) call page_region_add
  * themselves. */
-static void scribble_front(uint64_t start, uint64_t end) {
+void testmem_scribble_front(uint64_t start, uint64_t end) {
   /* The whole pages only, as page_region_add rounds: a partial page at
    * either end may belong to a neighbour. */
   start = (start + PAGE - 1) & ~(PAGE - 1);
@@ -106,7 +106,7 @@ static void scribble_front(uint64_t start, uint64_t end) {
 
 uint64_t testmem_add_region(uint64_t start, uint64_t end, uint32_t pool) {
   uint64_t metadata_before = stats_now().metadata_pages;
-  scribble_front(start, end);
+  testmem_scribble_front(start, end);
   assert_status(page_region_add(start, end, pool), PAGE_OK);
   return start + (stats_now().metadata_pages - metadata_before) * PAGE;
 }

@@ -67,6 +67,10 @@ void tm_irq_restore(uint64_t saved);
 page_config testmem_config(void);
 /* Maps the memory and calls page_init(testmem_config()), asserting OK. */
 void testmem_init(void);
+/* Fills the front of [start, end), where a region's metadata would go, with
+ * a pattern (RAM at boot is not zeroed). For a range no live region
+ * overlaps; testmem_add_region does it first. */
+void testmem_scribble_front(uint64_t start, uint64_t end);
 /* Adds [start, end) to `pool`, asserting PAGE_OK; returns the physical
  * address of the region's first usable page (after its metadata). */
 uint64_t testmem_add_region(uint64_t start, uint64_t end, uint32_t pool);
