@@ -751,10 +751,12 @@ static void *checker(void *arg) {
   return NULL;
 }
 
+#define MAX_WORKERS 4
+
 static void run_workers(const uint32_t *cpus, size_t n) {
-  struct worker w[4];
-  pthread_t t[4], check;
-  assert_true(n <= 4);
+  struct worker w[MAX_WORKERS];
+  pthread_t t[MAX_WORKERS], check;
+  assert_true(n <= MAX_WORKERS);
   long misuse0 = atomic_load(&misuse_calls);
   atomic_store(&workers_done, 0);
   assert_int_equal(pthread_create(&check, NULL, checker, NULL), 0);
@@ -766,7 +768,7 @@ static void run_workers(const uint32_t *cpus, size_t n) {
   /* Every thread joined before any failure is reported: a failure leaves
    * the test at once, and a thread still running would call into kpalloc
    * during the next test. */
-  void *failed[4];
+  void *failed[MAX_WORKERS];
   for (size_t i = 0; i < started; i++) assert_int_equal(pthread_join(t[i], &failed[i]), 0);
   atomic_store(&workers_done, 1);
   void *checker_failed;
