@@ -10,7 +10,8 @@
 #   loom         every interleaving of the lock-free refcount protocol;
 #   miri         the unit and C-ABI tests under Miri;
 #   miri (32-bit)
-#                the unit, Allocator and C-ABI tests under Miri for i686;
+#                the unit, Allocator and C-ABI tests under Miri for i686,
+#                run beside the 64-bit run;
 #   ctest        the C suite (cmocka, plain and ASan/UBSan), the Pintos
 #                drop-in, the header check, the demo, the installed-package
 #                consumer, the kernel link check and five QEMU boots;
@@ -77,8 +78,8 @@ layer "loom" env RUSTFLAGS="--cfg loom" cargo test --quiet --release --lib --tar
 # C ABI (the model walk, stress and signal tests are for native runs). Miri
 # interprets on one core, so the 32-bit run goes beside the 64-bit one (in
 # a target dir of its own: cargo locks one while it runs), its output held
-# until the 64-bit layer ends. From fresh clones on 2026-12-07: 401 s for
-# both side by side, against 311 + 151 one after the other.
+# until the 64-bit layer ends. From fresh clones on 2026-12-07: 401 and
+# 422 s for both side by side, against 311 + 151 one after the other.
 ./scripts/miri.sh --setup || true
 mkdir -p target
 ./scripts/miri.sh --target i686-unknown-linux-gnu --target-dir target/miri-i686 \
