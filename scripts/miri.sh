@@ -33,7 +33,9 @@ fi
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-permissive-provenance -Zmiri-symbolic-alignment-check -Zmiri-ignore-leaks}"
 echo "miri: MIRIFLAGS=$MIRIFLAGS"
 start=$(date +%s)
-# Arguments replace the default selection, e.g. `scripts/miri.sh --test c_abi`.
+# Arguments replace the default selection, e.g. `scripts/miri.sh --test c_abi`;
+# `--setup` only installs (scripts/test.sh, before two runs side by side).
+if [ "${1:-}" = --setup ]; then exit 0; fi
 if [ $# -eq 0 ]; then set -- --lib --tests; fi
 cargo +nightly miri test "$@"
 echo "miri: done in $(( $(date +%s) - start )) s"
