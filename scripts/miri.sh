@@ -29,13 +29,13 @@ if ! cargo +nightly miri --version >/dev/null 2>&1 \
   echo "miri: adding miri and rust-src to nightly"
   rustup +nightly component add miri rust-src
 fi
+# `--setup` only installs (scripts/test.sh, before two runs side by side).
+if [ "${1:-}" = --setup ]; then exit 0; fi
 
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-permissive-provenance -Zmiri-symbolic-alignment-check -Zmiri-ignore-leaks}"
 echo "miri: MIRIFLAGS=$MIRIFLAGS"
 start=$(date +%s)
-# Arguments replace the default selection, e.g. `scripts/miri.sh --test c_abi`;
-# `--setup` only installs (scripts/test.sh, before two runs side by side).
-if [ "${1:-}" = --setup ]; then exit 0; fi
+# Arguments replace the default selection, e.g. `scripts/miri.sh --test c_abi`.
 if [ $# -eq 0 ]; then set -- --lib --tests; fi
 cargo +nightly miri test "$@"
 echo "miri: done in $(( $(date +%s) - start )) s"
