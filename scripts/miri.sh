@@ -3,7 +3,7 @@
 # under Miri (undefined behaviour, data races, leaks of unsafe code).
 # Heavy tests are #[cfg_attr(miri, ignore)] or shrink under cfg(miri);
 # the signal test is skipped (Miri has no signals). scripts/test.sh's
-# 64-bit selection took 4 to 7 minutes here on 2026-12-07, the build
+# 64-bit selection took 4 to 8 minutes here on 2026-12-07, the build
 # included. (The "finished in" of each test binary is Miri's own clock,
 # which counts work, not the wall's.)
 #
