@@ -8,7 +8,8 @@
 #                the same on i586, as a 32-bit kernel (original Pintos)
 #                would run kpalloc;
 #   loom         every interleaving of the lock-free refcount protocol;
-#   miri         the unit and C-ABI tests under Miri;
+#   miri         the unit, Allocator, cache, Rust API and C-ABI tests under
+#                Miri;
 #   miri (32-bit)
 #                the unit, Allocator and C-ABI tests under Miri for i686,
 #                run beside the 64-bit run;
